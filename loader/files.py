@@ -9,13 +9,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import stat
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit safetensors itself enforces
+MAX_DIMS = 8  # LoRA tensors have at most 4; torch refuses more than 64
+MAX_DIM = 2**53  # every real dimension is far below; larger ones overflow torch's int64 shapes
+ALLOW_NONFINITE_ENV = "LORADECK_ALLOW_NONFINITE"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pt2")
 
@@ -84,12 +89,10 @@ def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
 def read_header(path: str | os.PathLike) -> Header:
     """Parse and validate a safetensors header without reading any tensor data."""
     path = str(path)
-    if os.path.isdir(path):
-        raise LoraFileError(path, "is a folder, not a file")
-    size = os.path.getsize(path)
+    size = _regular_file_size(path)
     if size < 8:
         raise LoraFileError(path, f"is {size} bytes long; too short to be a safetensors file")
-    with open(path, "rb") as f:
+    with _open(path) as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         if header_len > MAX_HEADER_BYTES:
             raise LoraFileError(path, f"claims a {header_len}-byte header (the limit is {MAX_HEADER_BYTES})")
@@ -98,10 +101,7 @@ def read_header(path: str | os.PathLike) -> Header:
                 path, f"claims a {header_len}-byte header but the file has {size - 8} bytes after it "
                 "(truncated download?)")
         raw = f.read(header_len)
-    try:
-        parsed = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LoraFileError(path, f"has a header that is not valid JSON ({e})") from None
+    parsed = _parse_json(path, raw)
     if not isinstance(parsed, dict):
         raise LoraFileError(path, "has a header that is not a JSON object")
     metadata = parsed.pop("__metadata__", None) or {}
@@ -115,17 +115,67 @@ def read_header(path: str | os.PathLike) -> Header:
     return Header(path=path, tensors=tensors, metadata=metadata)
 
 
+def _regular_file_size(path: str) -> int:
+    # A folder, pipe or device named like a LoRA would block or fail deep inside a reader: say so first.
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise LoraFileError(path, "does not exist (moved or deleted?)") from None
+    except OSError as e:
+        raise LoraFileError(path, f"cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise LoraFileError(path, "is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise LoraFileError(path, "is not a regular file")
+    return st.st_size
+
+
+def _open(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise LoraFileError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _parse_json(path: str, raw: bytes) -> object:
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        # Two readers could pick different entries for one name; neither is trusted.
+        raise LoraFileError(path, f"has a header that names {e.args[0]!r} twice") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LoraFileError(path, f"has a header that is not valid JSON ({e})") from None
+    except RecursionError:
+        raise LoraFileError(path, "has a header nested too deeply to be a safetensors header") from None
+    except ValueError:  # e.g. an integer with thousands of digits
+        raise LoraFileError(path, "has a header with a number too long to read") from None
+
+
 def _tensor_info(path: str, name: str, entry: object, data_start: int, data_size: int) -> TensorInfo:
     if not isinstance(entry, dict):
         raise LoraFileError(path, f"tensor {name!r} has a malformed header entry")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
-        raise LoraFileError(path, f"tensor {name!r} has unsupported dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise LoraFileError(path, f"tensor {name!r} has an invalid shape {shape!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise LoraFileError(path, f"tensor {name!r} has unsupported dtype {_short(dtype)}")
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(_is_int(d) and 0 <= d < MAX_DIM for d in shape)):
+        raise LoraFileError(path, f"tensor {name!r} has an invalid shape {_short(shape)}")
     if (not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
-        raise LoraFileError(path, f"tensor {name!r} has invalid data offsets {offsets!r}")
+            or not all(_is_int(o) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
+        raise LoraFileError(path, f"tensor {name!r} has invalid data offsets {_short(offsets)}")
     if offsets[1] > data_size:
         raise LoraFileError(path, f"tensor {name!r} ends at byte {offsets[1]} but the data section has "
                             f"{data_size} bytes (truncated file?)")
@@ -137,6 +187,15 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, data_size
         raise LoraFileError(path, f"tensor {name!r} occupies {offsets[1] - offsets[0]} bytes but its "
                             f"shape {shape} of {dtype} needs {expected}")
     return TensorInfo(dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_no_overlap(path: str, tensors: dict[str, TensorInfo]) -> None:
@@ -151,7 +210,7 @@ def read_tensors(header: Header, names: list[str] | None = None) -> dict[str, to
     wanted = list(header.tensors) if names is None else names
     out: dict[str, torch.Tensor] = {}
     stats.files_opened += 1
-    with open(header.path, "rb") as f:
+    with _open(header.path) as f:
         for name in sorted(wanted, key=lambda n: header.tensors[n].start):
             info = header.tensors[name]
             f.seek(info.start)
@@ -167,6 +226,9 @@ def read_tensors(header: Header, names: list[str] | None = None) -> dict[str, to
 
 def read_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Open a .pt/.ckpt LoRA with torch's weights-only unpickler: it never runs code from the file."""
+    path = str(path)
+    size = _regular_file_size(path)
+    _check_archive_sizes(path, size)
     stats.files_opened += 1
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -182,3 +244,45 @@ def read_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not tensors:
         raise LoraFileError(path, "holds no tensors")
     return tensors
+
+
+def _check_archive_sizes(path: str, size: int) -> None:
+    # torch saves its zip archives uncompressed; members that unpack to more than the file holds are a
+    # zip bomb that would be allocated before any check of ours could run.
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise LoraFileError(path, f"is a damaged archive ({e})") from None
+    if unpacked > size:
+        raise LoraFileError(path, f"is an archive that unpacks to {unpacked} bytes from {size}; refused")
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf (one pass over the data)."""
+    bad = []
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        if tensor.element_size() == 1:  # float8 has no isfinite kernel on CPU
+            tensor = tensor.to(torch.float16)
+        if not bool(torch.isfinite(tensor).all()):
+            bad.append(name)
+    return bad
+
+
+def nonfinite_allowed() -> bool:
+    return os.environ.get(ALLOW_NONFINITE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def refuse_nonfinite(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """LoraFileError when a tensor holds NaN or ±inf, unless the user opted in with LORADECK_ALLOW_NONFINITE=1."""
+    if nonfinite_allowed():
+        return
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise LoraFileError(path, f"has NaN or infinite values in {len(bad)} tensor(s), e.g. {bad[0]!r}; "
+                            "it would turn the model's output into noise or black images. "
+                            f"Set {ALLOW_NONFINITE_ENV}=1 to load it anyway.")
