@@ -54,6 +54,7 @@ def read_lora(path: str) -> LoadedLora:
     else:
         header = files.read_header(path)
         tensors = files.read_tensors(header)
+    files.refuse_nonfinite(path, tensors)  # once per load: a cached file has passed it
     return LoadedLora(path, identity, header, formats.describe(header), tensors)
 
 

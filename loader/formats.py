@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .files import Header
+from .files import Header, LoraFileError
 
 # (suffix, adapter kind or None when the tensor belongs to any kind, role). Longest suffixes first.
 SUFFIXES: tuple[tuple[str, str | None, str], ...] = (
@@ -95,7 +95,11 @@ def describe(header: Header) -> Layout:
             unused.append(name)
             continue
         key, kind, role = split
-        grouped.setdefault(key, {})[role] = name
+        parts = grouped.setdefault(key, {})
+        if role in parts:  # e.g. lora_down and lora_A for one layer: which one the author meant is unknowable
+            first, second = sorted((parts[role], name))
+            raise LoraFileError(header.path, f"module {key!r} is given twice: {first!r} and {second!r}")
+        parts[role] = name
         if kind is not None:
             kinds[key] = kind
     modules: dict[str, Module] = {}
