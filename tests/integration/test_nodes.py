@@ -180,3 +180,10 @@ def test_zero_strengths_return_the_inputs(files, sd15, sd15_clip):
     model, clip, report = node("LoraDeckLoader").execute(
         model=sd15, lora_name="kohya_a.safetensors", strength_model=0.0, clip=sd15_clip, strength_clip=0.0).args
     assert model is sd15 and clip is sd15_clip and "nothing applied" in report
+
+
+def test_last_loras_metadata_is_attached_like_the_hosts_loader(files, sd15, sd15_clip):
+    model, clip, _ = node("LoraDeckApply").execute(
+        model=sd15, clip=sd15_clip, lora_stack=[("kohya_a.safetensors", 1, 1), ("peft_c.safetensors", 1, 1)]).args
+    assert model.get_attachment("lora_metadata")["format"] == "pt"  # diffusers writes format: pt
+    assert clip.patcher.get_attachment("lora_metadata") is model.get_attachment("lora_metadata")
