@@ -82,7 +82,7 @@ stats = ReadStats()
 def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
     """(real path, size, mtime_ns): changes whenever the file on disk does."""
     real = os.path.realpath(path)
-    st = os.stat(real)
+    st = _stat(real)
     return real, st.st_size, st.st_mtime_ns
 
 
@@ -115,14 +115,18 @@ def read_header(path: str | os.PathLike) -> Header:
     return Header(path=path, tensors=tensors, metadata=metadata)
 
 
-def _regular_file_size(path: str) -> int:
-    # A folder, pipe or device named like a LoRA would block or fail deep inside a reader: say so first.
+def _stat(path: str) -> os.stat_result:
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
         raise LoraFileError(path, "does not exist (moved or deleted?)") from None
     except OSError as e:
         raise LoraFileError(path, f"cannot be read ({e.strerror or e})") from None
+
+
+def _regular_file_size(path: str) -> int:
+    # A folder, pipe or device named like a LoRA would block or fail deep inside a reader: say so first.
+    st = _stat(path)
     if stat.S_ISDIR(st.st_mode):
         raise LoraFileError(path, "is a folder, not a file")
     if not stat.S_ISREG(st.st_mode):

@@ -107,6 +107,7 @@ def describe(header: Header) -> Layout:
         kind = kinds.get(key)
         if kind == "lora" and {"up", "down"} <= parts.keys():
             modules[key] = Module(key, kind, parts)
+            _check_lora_shapes(header, modules[key])
         else:
             unused.extend(parts.values())
     ranks = sorted({header.tensors[m.parts["down"]].shape[0] for m in modules.values() if "down" in m.parts})
@@ -119,6 +120,36 @@ def describe(header: Header) -> Layout:
         ranks=tuple(ranks),
         metadata=dict(header.metadata),
     )
+
+
+def _check_lora_shapes(header: Header, module: Module) -> None:
+    """Refuse, naming the module, shapes from which no weight change can be computed."""
+    shape = {role: header.tensors[name].shape for role, name in module.parts.items()}
+    down, up, mid = shape["down"], shape["up"], shape.get("mid")
+    problem = None
+    if not 2 <= len(down) <= 5 or not 2 <= len(up) <= 5:
+        problem = f"up {list(up)} and down {list(down)} must be matrices or conv kernels"
+    elif down[0] == 0 or 0 in up or 0 in down:
+        problem = f"up {list(up)} and down {list(down)} have an empty dimension"
+    elif mid is None and up[1] != down[0]:
+        problem = f"up {list(up)} and down {list(down)} disagree on the rank"
+    elif mid is not None and (len(mid) < 2 or mid[0] != up[1] or mid[1] != down[0]):
+        problem = f"mid {list(mid)} does not sit between up {list(up)} and down {list(down)}"
+    elif "alpha" in shape and _numel(shape["alpha"]) != 1:
+        problem = f"alpha has shape {list(shape['alpha'])}, not a single number"
+    else:
+        for role in ("magnitude", "dora_scale"):
+            if role in shape and _numel(shape[role]) not in (up[0], down[1]):
+                problem = f"{role} {list(shape[role])} fits neither the output {up[0]} nor the input {down[1]}"
+    if problem:
+        raise LoraFileError(header.path, f"module {module.key!r}: {problem}")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
 
 
 def _is_dora(module: Module) -> bool:

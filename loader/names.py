@@ -19,17 +19,27 @@ class LoraNameError(ValueError):
 
 def normalise(name: str) -> str:
     """The portable form of a name: forward slashes, no leading './'."""
-    if not isinstance(name, str) or not name.strip():
+    if name is not None and not isinstance(name, str):
+        raise LoraNameError(f"the LoRA name should be text, not {type(name).__name__}")
+    if not name or not name.strip():
         raise LoraNameError("no LoRA name given")
     if "\x00" in name:
-        raise LoraNameError(f"the LoRA name {name!r} contains a NUL byte")
+        raise LoraNameError(f"the LoRA name {shown(name)} contains a NUL byte")
     posix = name.strip().replace("\\", "/")
     if PurePosixPath(posix).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
-        raise LoraNameError(f"the LoRA name {name!r} is an absolute path; names are relative to a loras folder")
+        raise LoraNameError(f"the LoRA name {shown(name)} is an absolute path; names are relative to a loras folder")
     parts = [p for p in posix.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise LoraNameError(f"the LoRA name {name!r} steps out of the loras folders ('..')")
+        raise LoraNameError(f"the LoRA name {shown(name)} steps out of the loras folders ('..')")
+    if not parts:
+        raise LoraNameError(f"the LoRA name {shown(name)} names a folder, not a file")
     return "/".join(parts)
+
+
+def shown(name: str, limit: int = 120) -> str:
+    """The name as messages quote it: escaped, and shortened when a workflow carries something huge."""
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def resolve(name: str, roots: list[str], available: list[str] | None = None) -> str:
@@ -39,6 +49,9 @@ def resolve(name: str, roots: list[str], available: list[str] | None = None) -> 
         candidate = os.path.join(root, *relative.split("/"))
         if os.path.isfile(candidate) and _inside(root, candidate, relative):
             return candidate
+    for root in roots:
+        if os.path.isdir(os.path.join(root, *relative.split("/"))):
+            raise LoraNameError(f"the LoRA name {shown(name)} is a folder in your loras folders, not a file")
     raise LoraNameError(missing_message(name, available or []))
 
 
@@ -56,7 +69,7 @@ def missing_message(name: str, available: list[str]) -> str:
     # Same file name in another folder first (a moved file), then names that read alike.
     close = difflib.get_close_matches(_stem(name.replace("\\", "/")), list(by_stem), n=3, cutoff=0.6)
     suggestions = [c for stem in close for c in by_stem[stem]][:3]
-    message = f"LoRA not found: {name!r} is not in your loras folders"
+    message = f"LoRA not found: {shown(name)} is not in your loras folders"
     if suggestions:
         message += "; did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
     elif not available:

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 
+MAX_STRENGTH = 100.0  # the nodes' strength widgets allow -100…100; beyond that a LoRA only produces noise
 
 class StackError(ValueError):
     """Stack input that cannot be used; the message says which row and why."""
@@ -22,7 +23,9 @@ class StackEntry(tuple):
     blocks: str
 
     def __new__(cls, lora_name: str, strength_model: float, strength_clip: float, blocks: str = ""):
-        entry = super().__new__(cls, (lora_name, float(strength_model), float(strength_clip)))
+        strengths = [_checked(f"{str(lora_name)[:120]}: {label}", value)
+                     for label, value in (("strength_model", strength_model), ("strength_clip", strength_clip))]
+        entry = super().__new__(cls, (lora_name, *strengths))
         entry.blocks = blocks or ""
         return entry
 
@@ -67,6 +70,8 @@ def rows_from_value(value: object) -> list[Row]:
             value = json.loads(value)
         except json.JSONDecodeError as e:
             raise StackError(f"rows are not valid JSON: {e}") from None
+        except (RecursionError, ValueError):
+            raise StackError("rows are not a list of row objects (nested too deeply or numbers too long)") from None
     if isinstance(value, dict):
         value = value.get("__value__", value.get("rows"))
     if not isinstance(value, list):
@@ -89,19 +94,43 @@ def _row(position: int, item: object) -> Row:
         lora=lora,
         strength=_strength(position, "strength", item.get("strength", 1.0)),
         clip_strength=None if clip is None else _strength(position, "clip_strength", clip),
-        on=bool(item.get("on", True)),
+        on=_switch(position, item.get("on", True)),
         blocks=blocks,
     )
 
 
+def _switch(position: int, value: object) -> bool:
+    # bool("false") is True: a toggle typed as text must still mean what it says.
+    if value is None or isinstance(value, bool):
+        return value is not False
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise StackError(f"row {position}: on should be true or false, not {_short(value)}")
+
+
 def _strength(position: int, field_name: str, value: object) -> float:
+    return _checked(f"row {position}: {field_name}", value)
+
+
+def _checked(label: str, value: object) -> float:
+    if isinstance(value, bool):
+        raise StackError(f"{label} {value!r} is not a number")
     try:
         number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise StackError(f"row {position}: {field_name} {value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise StackError(f"{label} {_short(value)} is not a number") from None
     if not math.isfinite(number):
-        raise StackError(f"row {position}: {field_name} is {number}; strengths must be finite numbers")
+        raise StackError(f"{label} is {number}; strengths must be finite numbers")
+    if abs(number) > MAX_STRENGTH:
+        raise StackError(f"{label} is {number:g}; strengths must lie between {-MAX_STRENGTH:g} and {MAX_STRENGTH:g}")
     return number
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def entries_from_stack(stack: object) -> list[StackEntry]:
