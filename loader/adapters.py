@@ -37,6 +37,11 @@ class LoRA:
     def rank(self) -> int:
         return self.down.shape[0]
 
+    def delta_numel(self) -> int:
+        """How many weight values the change has; it must equal the target weight's."""
+        kernel = self.down.shape[1:] if self.mid is None else (math.prod(self.down.shape[1:]), *self.mid.shape[2:])
+        return self.up.shape[0] * math.prod(kernel)
+
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
         up = _f32(self.up).flatten(start_dim=1)
         down = _f32(self.down)

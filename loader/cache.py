@@ -28,6 +28,7 @@ class LoadedLora:
     header: files.Header
     layout: formats.Layout
     tensors: dict[str, torch.Tensor] = field(repr=False)
+    nonfinite: tuple[str, ...] = ()  # tensors holding NaN/inf, found once when the file is read
 
     @property
     def name(self) -> str:
@@ -54,8 +55,8 @@ def read_lora(path: str) -> LoadedLora:
     else:
         header = files.read_header(path)
         tensors = files.read_tensors(header)
-    files.refuse_nonfinite(path, tensors)  # once per load: a cached file has passed it
-    return LoadedLora(path, identity, header, formats.describe(header), tensors)
+    nonfinite = tuple(files.nonfinite_tensors(tensors))
+    return LoadedLora(path, identity, header, formats.describe(header), tensors, nonfinite)
 
 
 _DTYPE_NAMES = {dtype: name for name, dtype in files.DTYPES.items()}
@@ -73,6 +74,12 @@ class LoraCache:
         self._lock = threading.Lock()
 
     def load(self, path: str) -> LoadedLora:
+        """The file, read once; refused (even from the cache) while it holds NaN/inf and the user has not opted in."""
+        loaded = self._load(path)
+        files.refuse_nonfinite(path, loaded.nonfinite)
+        return loaded
+
+    def _load(self, path: str) -> LoadedLora:
         identity = files.file_identity(path)
         with self._lock:
             if identity in self._entries:

@@ -281,12 +281,9 @@ def nonfinite_allowed() -> bool:
     return os.environ.get(ALLOW_NONFINITE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def refuse_nonfinite(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
-    """LoraFileError when a tensor holds NaN or ±inf, unless the user opted in with LORADECK_ALLOW_NONFINITE=1."""
-    if nonfinite_allowed():
-        return
-    bad = nonfinite_tensors(tensors)
-    if bad:
-        raise LoraFileError(path, f"has NaN or infinite values in {len(bad)} tensor(s), e.g. {bad[0]!r}; "
+def refuse_nonfinite(path: str | os.PathLike, nonfinite: list[str] | tuple[str, ...]) -> None:
+    """LoraFileError when tensors hold NaN or ±inf, unless the user opted in with LORADECK_ALLOW_NONFINITE=1."""
+    if nonfinite and not nonfinite_allowed():
+        raise LoraFileError(path, f"has NaN or infinite values in {len(nonfinite)} tensor(s), e.g. {nonfinite[0]!r}; "
                             "it would turn the model's output into noise or black images. "
                             f"Set {ALLOW_NONFINITE_ENV}=1 to load it anyway.")

@@ -77,6 +77,7 @@ class LoraReport:
     clip_keys: int = 0
     skipped_text_encoder: int = 0
     unmatched: list[str] = field(default_factory=list)
+    misfits: list[str] = field(default_factory=list)
     note: str = ""
 
     def line(self) -> str:
@@ -90,6 +91,8 @@ class LoraReport:
             text += f"; {self.skipped_text_encoder} text-encoder modules skipped (no CLIP connected)"
         if self.unmatched:
             text += f"; {len(self.unmatched)} modules matched nothing in this model"
+        if self.misfits:
+            text += f"; {len(self.misfits)} modules do not fit this model's shapes (skipped)"
         if self.note:
             text += f"; {self.note}"
         return text
@@ -114,11 +117,11 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
     clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
     architecture = architecture_of(model) if model is not None else None
-    block_map = BlockMap.from_keys(
-        architecture or "unknown",
-        list(model.model.state_dict()) if model is not None else [],
-        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
-    )
+    shapes = {
+        "model": {k: tuple(v.shape) for k, v in model.model.state_dict().items()} if model is not None else {},
+        "clip": {k: tuple(v.shape) for k, v in clip.cond_stage_model.state_dict().items()} if clip is not None else {},
+    }
+    block_map = BlockMap.from_keys(architecture or "unknown", list(shapes["model"]), list(shapes["clip"]))
     reports = []
     for entry in entries:
         loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
@@ -126,7 +129,8 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
             weights = spec.parse(entry.blocks, block_map)
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
-        reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
+        reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture,
+                                  shapes))
         _attach_metadata(loaded.layout.metadata, new_model, new_clip)
     return new_model, new_clip, reports
 
@@ -139,7 +143,7 @@ def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
             target.set_attachments("lora_metadata", metadata)
 
 
-def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture) -> LoraReport:
+def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture, shapes) -> LoraReport:
     layout = loaded.layout
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
@@ -155,6 +159,10 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.unmatched.append(module_key)
             continue
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        misfit = _misfit(adapter, shapes[target].get(model_key), offset)
+        if misfit:  # the host would fail mid-sampling; say so now, naming the module
+            report.misfits.append(f"{module_key}: {misfit}")
+            continue
         ratio = weights.ratio(model_key, offset)
         groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
     for (target, ratio), patches in groups.items():
@@ -168,9 +176,15 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.clip_keys += len(accepted)
     report.note = _mismatch_note(layout.base, architecture)
     matched = sum(len(p) for p in groups.values())
+    if matched == 0 and report.misfits:
+        raise LoraApplyError(f"{entry.lora_name}: its shapes do not fit this model; is it made for another "
+                             f"model? (e.g. {report.misfits[0]})")
     if matched == 0 and report.unmatched:
         reason = report.note or f"none of its {len(loaded.adapters)} modules match this model's weights"
         raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
+    if report.misfits:
+        log.warning("LoRA Deck: %s: %d modules do not fit this model's shapes and were skipped (e.g. %s)",
+                    entry.lora_name, len(report.misfits), report.misfits[0])
     if report.unmatched:
         examples = ", ".join(report.unmatched[:3])
         log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
@@ -179,6 +193,20 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
     elif report.note:
         log.warning("LoRA Deck: %s: %s", entry.lora_name, report.note)
     return report
+
+
+def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
+    """Why the adapter's change cannot land on a weight of this shape ("" when it can)."""
+    if shape is None:
+        return ""
+    if offset is not None:  # (dim, start, length): a slice of a fused weight
+        dim, _, length = offset
+        shape = (*shape[:dim], length, *shape[dim + 1:])
+    size = 1
+    for d in shape:
+        size *= d
+    changes = adapter.delta_numel()
+    return "" if changes == size else f"it changes {changes} values, the model's weight {list(shape)} has {size}"
 
 
 def _host_key(module_key: str, unet_map: dict, clip_map: dict):

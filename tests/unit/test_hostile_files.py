@@ -21,7 +21,7 @@ from loader import cache, files
 
 def read(path) -> cache.LoadedLora:
     """Everything a node does with a file before it touches a model."""
-    loaded = cache.read_lora(str(path))
+    loaded = cache.LoraCache().load(str(path))
     _ = loaded.adapters
     return loaded
 

@@ -1,0 +1,302 @@
+"""The hostile corpus through the real host: API prompts validated and executed by the host's own executor.
+
+What a user sees is what the host sends: a validation error (node outlined, `details` text, no traceback
+at all) or an execution error (a dialog whose visible text is `exception_message`; the traceback sits
+behind "Show Report" and in the server log, as for every failing node). Each case asserts the message
+names the file and the problem, that nothing ran that should not, and that the same host then runs a
+good prompt: the process and its executor keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+
+import execution
+import hostile_corpus as corpus
+import hosting
+import pytest
+import torch
+from safetensors.torch import save
+
+import nodes
+
+_ids = itertools.count()
+MODELS: dict[str, object] = {}
+
+
+class HostileMiniModel:
+    """Test source node: the session's miniature SD1 model and text encoder."""
+
+    RETURN_TYPES = ("MODEL", "CLIP")
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def make(self):
+        return MODELS["model"], MODELS["clip"]
+
+
+class HostileProbe:
+    """Test output node: patches the model the way a sampler would (the host's own patch_model), then unpatches."""
+
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)},
+                "optional": {"clip": ("CLIP",), "report": ("STRING", {"forceInput": True})}}
+
+    def probe(self, model, clip=None, report=""):
+        model.patch_model()
+        try:
+            finite = all(bool(torch.isfinite(p).all()) for p in model.model.parameters())
+        finally:
+            model.unpatch_model()
+        return {"ui": {"report": [report], "patched": [len(model.patches)], "finite": [finite]}}
+
+
+@pytest.fixture(scope="module")
+def host(pack, loras_dir, sd15, sd15_clip):
+    MODELS.update(model=sd15, clip=sd15_clip)
+    nodes.NODE_CLASS_MAPPINGS.update(HostileMiniModel=HostileMiniModel, HostileProbe=HostileProbe)
+    (loras_dir / "hostile").mkdir(exist_ok=True)
+    (loras_dir / "hostile" / "good.safetensors").write_bytes(corpus.good_bytes())
+    yield Host(loras_dir / "hostile")
+    for name in ("HostileMiniModel", "HostileProbe"):
+        nodes.NODE_CLASS_MAPPINGS.pop(name, None)
+
+
+class Host:
+    def __init__(self, folder):
+        self.folder = folder
+        self.executor = hosting.Executor()
+
+    def run(self, prompt: dict) -> tuple[str, object]:
+        """("ok", outputs), ("invalid", {node id: [error, …]}) or ("failed", the host's execution_error message)."""
+        prompt_id = f"hostile-{next(_ids)}"
+        valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            return "invalid", {node: info["errors"] for node, info in valid[3].items()} or {"prompt": [valid[1]]}
+        self.executor.executor.execute(prompt, prompt_id, extra_data={"client_id": "tests"}, execute_outputs=valid[2])
+        if self.executor.executor.success:
+            return "ok", self.executor.executor.history_result["outputs"]
+        errors = [data for event, data in self.executor.executor.status_messages if event == "execution_error"]
+        return "failed", errors[0]
+
+    def still_works(self):
+        status, outputs = self.run(loader_prompt("hostile/good.safetensors", strength=0.5))
+        assert status == "ok", outputs
+        assert outputs["3"]["patched"] == [1] and outputs["3"]["finite"] == [True]
+
+    def refuses_at_run(self, prompt: dict, message: str, error_type: str = "") -> dict:
+        status, error = self.run(prompt)
+        assert status == "failed", (status, error)
+        visible = error["exception_message"]
+        assert visible.strip() == message or visible.startswith(message), visible
+        assert "Traceback" not in visible and "File \"" not in visible
+        assert error["exception_type"].endswith(error_type)
+        self.still_works()
+        return error
+
+    def refuses_before_run(self, prompt: dict, node: str, text: str) -> list[dict]:
+        status, errors = self.run(prompt)
+        assert status == "invalid", (status, errors)
+        details = " | ".join(e.get("details", "") for e in errors[node])
+        assert text in details, details
+        for error in errors[node]:  # validation errors carry no traceback at all
+            assert "traceback" not in error.get("extra_info", {})
+        self.still_works()
+        return errors[node]
+
+
+def loader_prompt(lora_name, strength=1.0, strength_clip=1.0, blocks="") -> dict:
+    return {
+        "1": {"class_type": "HostileMiniModel", "inputs": {}},
+        "2": {"class_type": "LoraDeckLoader", "inputs": {
+            "model": ["1", 0], "clip": ["1", 1], "lora_name": lora_name, "strength_model": strength,
+            "strength_clip": strength_clip, "block_weights": blocks}},
+        "3": {"class_type": "HostileProbe", "inputs": {"model": ["2", 0], "clip": ["2", 1], "report": ["2", 2]}},
+    }
+
+
+def stack_prompt(rows, extra_stack_node: dict | None = None) -> dict:
+    prompt = {
+        "1": {"class_type": "HostileMiniModel", "inputs": {}},
+        "4": {"class_type": "LoraDeckStack", "inputs": {"rows": {"__value__": rows}}},
+        "2": {"class_type": "LoraDeckApply", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_stack": ["4", 0]}},
+        "3": {"class_type": "HostileProbe", "inputs": {"model": ["2", 0], "clip": ["2", 1], "report": ["2", 2]}},
+    }
+    return prompt
+
+
+@pytest.mark.parametrize("case", corpus.HEADER_CASES + corpus.CONTENT_CASES, ids=lambda c: c.name)
+def test_bad_file_through_the_loader(host, case, monkeypatch):
+    monkeypatch.delenv("LORADECK_ALLOW_NONFINITE", raising=False)
+    path = case.write(host.folder)
+    host.refuses_at_run(loader_prompt(f"hostile/{path.name}"), f"{path.name}: ", "LoraFileError")
+    status, error = host.run(loader_prompt(f"hostile/{path.name}"))
+    assert status == "failed"
+    import re
+
+    assert re.match(re.escape(path.name) + ": " + case.problem, error["exception_message"]), error["exception_message"]
+
+
+def test_bad_file_in_a_stack_names_the_file(host):
+    case = corpus.HEADER_CASES[1]
+    path = case.write(host.folder)
+    rows = [{"lora": "hostile/good.safetensors", "strength": 0.3}, {"lora": f"hostile/{path.name}", "strength": 1}]
+    host.refuses_at_run(stack_prompt(rows), f"{path.name}: claims a ", "LoraFileError")
+
+
+def test_folder_named_like_a_lora_is_refused_before_running(host):
+    corpus.DIRECTORY_CASE.write(host.folder)
+    host.refuses_before_run(loader_prompt("hostile/folder.safetensors"), "2", "is a folder in your loras folders")
+
+
+def test_pickle_payload_never_runs_in_the_host(host, loras_dir):
+    canary = corpus.Canary(loras_dir)
+    for path in corpus.evil_pickles(host.folder, canary):
+        host.refuses_at_run(loader_prompt(f"hostile/{path.name}"),
+                            f"{path.name}: is a pickle that holds more than plain tensors; it was refused unopened",
+                            "LoraFileError")
+        assert not canary.fired()
+
+
+class TestNonFinite:
+    def test_refused_by_default(self, host, monkeypatch):
+        monkeypatch.delenv("LORADECK_ALLOW_NONFINITE", raising=False)
+        path = corpus.CONTENT_CASES[1].write(host.folder)
+        host.refuses_at_run(loader_prompt(f"hostile/{path.name}"),
+                            f"{path.name}: has NaN or infinite values in 2 tensor(s)", "LoraFileError")
+
+    def test_opt_in_applies_it_and_opting_out_refuses_it_again(self, host, monkeypatch, pack):
+        tensors = corpus.good_tensors(seed=5)
+        tensors[f"{corpus.SD15_MODULE}.lora_up.weight"][0, 0] = float("inf")
+        (host.folder / "inf_optin.safetensors").write_bytes(save(tensors))
+        monkeypatch.setenv("LORADECK_ALLOW_NONFINITE", "1")
+        status, outputs = host.run(loader_prompt("hostile/inf_optin.safetensors"))
+        assert status == "ok" and outputs["3"]["finite"] == [False]  # the user asked for it
+        reads = pack.loader.files.stats.files_opened
+        monkeypatch.delenv("LORADECK_ALLOW_NONFINITE")
+        host.refuses_at_run(loader_prompt("hostile/inf_optin.safetensors", strength=0.7),
+                            "inf_optin.safetensors: has NaN or infinite values in 1 tensor(s)")
+        assert pack.loader.files.stats.files_opened <= reads + 1  # the good file of still_works, at most
+
+
+def test_shapes_that_do_not_fit_the_model(host):
+    # Same module names as the miniature SD1 model, widths of a real SD1 LoRA (context 768, not 64).
+    tensors = corpus.good_tensors(in_features=768, out_features=320)
+    (host.folder / "full_size_sd1.safetensors").write_bytes(save(tensors))
+    host.refuses_at_run(loader_prompt("hostile/full_size_sd1.safetensors"),
+                        "hostile/full_size_sd1.safetensors: its shapes do not fit this model; is it made for another model? "
+                        f"(e.g. {corpus.SD15_MODULE}: it changes 245760 values, the model's weight [32, 64] has 2048)",
+                        "LoraApplyError")
+
+
+def test_partly_fitting_lora_applies_what_fits_and_says_so(host):
+    tensors = corpus.good_tensors()
+    other = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_v"
+    tensors.update(corpus.good_tensors(module=other, in_features=768, out_features=320))
+    (host.folder / "half_fits.safetensors").write_bytes(save(tensors))
+    status, outputs = host.run(loader_prompt("hostile/half_fits.safetensors"))
+    assert status == "ok", outputs
+    assert outputs["3"]["patched"] == [1] and outputs["3"]["finite"] == [True]
+    assert "1 modules do not fit this model's shapes (skipped)" in outputs["3"]["report"][0]
+
+
+def test_lora_for_another_architecture(host):
+    sdxl = {}
+    for module, out_features, in_features in [
+            ("lora_unet_input_blocks_7_1_transformer_blocks_9_attn2_to_k", 640, 2048),
+            ("lora_te2_text_model_encoder_layers_0_mlp_fc1", 5120, 1280)]:
+        sdxl.update(corpus.good_tensors(module=module, out_features=out_features, in_features=in_features, rank=2))
+    (host.folder / "for_sdxl.safetensors").write_bytes(save(sdxl))
+    host.refuses_at_run(loader_prompt("hostile/for_sdxl.safetensors"),
+                        "hostile/for_sdxl.safetensors: this is a SDXL LoRA but the model is SD15", "LoraApplyError")
+
+
+def test_duplicate_module_in_two_styles(host):
+    path = corpus.CONTENT_CASES[2].write(host.folder)
+    host.refuses_at_run(loader_prompt(f"hostile/{path.name}"),
+                        f"{path.name}: module '{corpus.SD15_MODULE}' is given twice", "LoraFileError")
+
+
+def test_two_hundred_loras_in_one_stack(host):
+    folder = host.folder / "many"
+    folder.mkdir(exist_ok=True)
+    for i in range(200):
+        (folder / f"l{i:03}.safetensors").write_bytes(corpus.good_bytes(seed=100 + i, rank=1))
+    rows = [{"lora": f"hostile/many/l{i:03}.safetensors", "strength": 0.01} for i in range(200)]
+    started = time.perf_counter()
+    status, outputs = host.run(stack_prompt(rows))
+    elapsed = time.perf_counter() - started
+    assert status == "ok", outputs
+    assert len(outputs["3"]["report"][0].splitlines()) == 200
+    assert outputs["3"]["finite"] == [True]
+    assert elapsed < 60, f"200 LoRAs took {elapsed:.1f}s"
+
+
+class TestStrengthsTypedIntoJSON:
+    """Python's json (and so the host's /prompt route) reads NaN, Infinity and -Infinity literals."""
+
+    @pytest.mark.parametrize(("value", "text"), [(1e30, "Value 1e+30 bigger than max of 100.0"),
+                                                 (float("-inf"), "Value -inf smaller than min of -100.0")])
+    def test_loader_widget_range_is_the_hosts(self, host, value, text):
+        errors = host.refuses_before_run(loader_prompt("hostile/good.safetensors", strength=value), "2", "")
+        assert any(text in e["message"] for e in errors), errors
+
+    def test_loader_nan_strength(self, host):
+        # The host's range check lets NaN through (every comparison with NaN is false); we refuse it.
+        host.refuses_at_run(loader_prompt("hostile/good.safetensors", strength_clip=float("nan")),
+                            "hostile/good.safetensors: strength_clip is nan; strengths must be finite numbers",
+                            "StackError")
+
+    @pytest.mark.parametrize(("value", "text"), [
+        (1e30, "row 1: strength is 1e+30; strengths must lie between -100 and 100"),
+        (float("nan"), "row 1: strength is nan; strengths must be finite numbers"),
+        (float("-inf"), "row 1: strength is -inf; strengths must be finite numbers")])
+    def test_stack_rows(self, host, value, text):
+        host.refuses_before_run(stack_prompt([{"lora": "hostile/good.safetensors", "strength": value}]), "4", text)
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("../secret.safetensors", "steps out of the loras folders"),
+    ("hostile/../../secret.safetensors", "steps out of the loras folders"),
+    ("..\\secret.safetensors", "steps out of the loras folders"),
+    ("/etc/passwd", "is an absolute path"),
+    ("C:\\Windows\\win.ini", "is an absolute path"),
+    ("\\\\server\\share\\a.safetensors", "is an absolute path"),
+    ("hostile/good.safetensors\x00.png", "contains a NUL byte"),
+])
+def test_names_from_workflows_stay_inside(host, name, text):
+    host.refuses_before_run(loader_prompt(name), "2", text)
+    host.refuses_before_run(stack_prompt([{"lora": name, "strength": 1.0}]), "4", text)
+
+
+def test_windows_separators_and_user_symlinks_keep_working(host, tmp_path):
+    outside = tmp_path / "my_other_drive"
+    outside.mkdir()
+    (outside / "linked.safetensors").write_bytes(corpus.good_bytes(seed=9))
+    link = host.folder / "linked.safetensors"
+    if not link.exists():
+        link.symlink_to(outside / "linked.safetensors")
+    for name in ("hostile\\good.safetensors", "hostile/linked.safetensors"):
+        status, outputs = host.run(loader_prompt(name, strength=0.9))
+        assert status == "ok", outputs
+        assert outputs["3"]["patched"] == [1]
+
+
+def test_host_keeps_no_stray_state(host):
+    # After the whole corpus: still one healthy host, and nothing was written into the loras folder but ours.
+    host.still_works()
+    assert not any(p.name.startswith(".") and p.name.endswith(".tmp") for p in host.folder.rglob("*"))
+    assert os.getpid() > 0
