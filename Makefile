@@ -15,7 +15,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # The host's requirements minus the packages that would pull another torch build (none are needed here).
 HOST_REQ_SKIP := torch|torchvision|torchaudio|kornia|spandrel
 
-.PHONY: all setup test test-unit test-integration demo serve lint bench clean
+.PHONY: all setup test test-unit test-integration demo serve lint bench fuzz clean
 
 all: setup
 
@@ -51,6 +51,10 @@ serve: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+# The long fuzz run: 50 000 random cases per property instead of CI's 1 000 derandomised ones.
+fuzz: setup
+	LORADECK_FUZZ=long $(PY) -m pytest -q --hypothesis-show-statistics -k fuzz tests/unit
 
 bench: setup
 	$(PY) scripts/bench.py

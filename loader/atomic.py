@@ -23,7 +23,7 @@ class FileExistsRefused(FileExistsError):
 
     def __init__(self, path: str):
         super().__init__(f"{os.path.basename(path)} already exists; not replacing it without an explicit choice")
-        self.filename = path
+        self.path = path
 
 
 @contextlib.contextmanager
