@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pickle
+import re
 import stat
 import struct
 import zipfile
@@ -236,10 +238,14 @@ def read_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     stats.files_opened += 1
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # the unpickler refuses anything but tensors and plain containers
-        raise LoraFileError(path, "is a pickle that holds more than plain tensors; it was refused "
-                            f"unopened to keep your machine safe ({type(e).__name__}). "
-                            "Convert it to .safetensors from a trusted source.") from None
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met something other than tensors
+        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f"would call {code.group(1)}" if code else "holds more than plain tensors"
+        raise LoraFileError(path, f"is a pickle that {what}; it was refused unopened to keep your machine "
+                            "safe. Convert it to .safetensors from a trusted source.") from None
+    except Exception as e:  # damaged archives, truncated data, impossible storage sizes
+        raise LoraFileError(path, "is not a readable PyTorch file "
+                            f"(damaged or truncated? {type(e).__name__})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):

@@ -21,7 +21,7 @@ def test_writes_and_replaces_only_when_asked(tmp_path):
     path = tmp_path / "preset.json"
     atomic.write_text(path, '{"a": 1}')
     assert path.read_text() == '{"a": 1}'
-    with pytest.raises(atomic.FileExistsRefused, match="preset.json already exists; not replacing it"):
+    with pytest.raises(atomic.FileExistsRefused, match=r"preset\.json already exists; not replacing it"):
         atomic.write_text(path, '{"a": 2}')
     assert path.read_text() == '{"a": 1}'
     atomic.write_text(path, '{"a": 2}', replace=True)
