@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import folder_paths
 
-from ..loader import names
+from ..loader import files, names
 
 
 def lora_names() -> list[str]:
@@ -20,10 +20,19 @@ def resolve(name: str) -> str:
     return names.resolve(name, lora_roots(), lora_names())
 
 
+def resolve_checked(name: str) -> str:
+    """resolve(), plus the file's header validated (no tensor data read): a broken file stops the workflow
+    before it runs, shown on the node without a traceback. Pickles are only ever opened when the node runs."""
+    path = resolve(name)
+    if not path.lower().endswith(files.PICKLE_SUFFIXES):
+        files.read_header(path)
+    return path
+
+
 def validation_error(name: str) -> bool | str:
-    """True when the name resolves, else the message the host shows before the workflow runs."""
+    """True when the name resolves to a readable file, else the message the host shows before the workflow runs."""
     try:
-        resolve(name)
-    except names.LoraNameError as e:
+        resolve_checked(name)
+    except (names.LoraNameError, files.LoraFileError) as e:
         return str(e)
     return True

@@ -70,7 +70,7 @@ class LoraDeckStack(io.ComfyNode):
         try:
             for row in stack.rows_from_value(rows):
                 if row.on and row.lora:
-                    folders.resolve(row.lora)
+                    folders.resolve_checked(row.lora)
         except (stack.StackError, ValueError) as e:
             return str(e)
         return True
