@@ -20,6 +20,11 @@ from pathlib import Path
 import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit safetensors itself enforces
+MAX_TENSORS = 100_000  # real LoRAs hold a few thousand; full checkpoints about 3000
+# Python's JSON objects cost up to ~20× the text they come from. A header has a few containers per tensor
+# and a few separators per value; far more than that is a memory bomb, refused before parsing.
+MAX_HEADER_CONTAINERS = 4 * MAX_TENSORS
+MAX_HEADER_SEPARATORS = 4_000_000
 MAX_DIMS = 8  # LoRA tensors have at most 4; torch refuses more than 64
 MAX_DIM = 2**53  # every real dimension is far below; larger ones overflow torch's int64 shapes
 ALLOW_NONFINITE_ENV = "LORADECK_ALLOW_NONFINITE"
@@ -106,6 +111,8 @@ def read_header(path: str | os.PathLike) -> Header:
     parsed = _parse_json(path, raw)
     if not isinstance(parsed, dict):
         raise LoraFileError(path, "has a header that is not a JSON object")
+    if len(parsed) > MAX_TENSORS + 1:
+        raise LoraFileError(path, f"lists {len(parsed)} tensors; the limit is {MAX_TENSORS}")
     metadata = parsed.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise LoraFileError(path, "has __metadata__ that is not an object")
@@ -157,6 +164,13 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _parse_json(path: str, raw: bytes) -> object:
+    if not raw.lstrip(b" \t\r\n").startswith(b"{"):
+        raise LoraFileError(path, "has a header that is not a JSON object")
+    containers = raw.count(b"{") + raw.count(b"[")
+    separators = raw.count(b",")
+    if containers > MAX_HEADER_CONTAINERS or separators > MAX_HEADER_SEPARATORS:
+        raise LoraFileError(path, f"has a header of {containers} objects and lists with {separators} items; "
+                            "far more than any LoRA has (refused before parsing it)")
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except _DuplicateKey as e:

@@ -104,10 +104,14 @@ HEADER_CASES = [
     Case("multi_gigabyte_header", _bytes(safetensors_bytes(b"{}", b"", header_len=8 * 1024**3)),
          r"claims a 8589934592-byte header \(the limit is 104857600\)"),
     Case("header_not_json", _bytes(safetensors_bytes(b"{not json", b"")), r"has a header that is not valid JSON"),
-    Case("header_not_utf8", _bytes(safetensors_bytes(b"\xff\xfe{}", b"")), r"has a header that is not valid JSON"),
+    Case("header_not_utf8", _bytes(safetensors_bytes(b'{"\xff\xfe": 1}', b"")), r"has a header that is not valid JSON"),
     Case("header_is_a_list", _bytes(safetensors_bytes([1, 2, 3])), r"has a header that is not a JSON object"),
-    Case("header_deeply_nested", _bytes(safetensors_bytes(b"[" * 200_000 + b"]" * 200_000)),
+    Case("header_deeply_nested", _bytes(safetensors_bytes(b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}")),
          r"has a header nested too deeply"),
+    Case("header_memory_bomb_lists", _bytes(safetensors_bytes(b'{"a":[' + b"[]," * 500_000 + b"[]]}")),
+         r"has a header of 500003 objects and lists with 500000 items; far more than any LoRA has"),
+    Case("header_memory_bomb_items", _bytes(safetensors_bytes(b'{"a":[' + b"0," * 4_000_001 + b"0]}")),
+         r"has a header of 2 objects and lists with 4000001 items; far more than any LoRA has"),
     Case("header_duplicate_name", _bytes(safetensors_bytes(
         b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
         b' "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}', b"\0" * 8)),

@@ -97,6 +97,19 @@ def test_header_at_the_limit_is_read_only_as_far_as_the_file_goes(tmp_path):
     assert peak < 256 * 1024
 
 
+def test_memory_bomb_header_is_refused_before_parsing(tmp_path):
+    # 30 MB of empty lists: Python's JSON parser would turn this into ~650 MB of objects.
+    path = tmp_path / "bomb.safetensors"
+    path.write_bytes(corpus.safetensors_bytes(b'{"a":[' + b"[]," * 10_000_000 + b"[]]}"))
+    tracemalloc.start()
+    try:
+        assert_refused(path, r"has a header of 10000003 objects and lists")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * path.stat().st_size, f"peak {peak} bytes for a {path.stat().st_size}-byte file"
+
+
 def test_tensor_data_claims_cannot_exceed_the_file(tmp_path):
     # A header whose offsets promise 8 GiB of tensor data in a file of a few bytes.
     header = {"a": corpus.entry(shape=[2**31], offsets=[0, 2**33])}
