@@ -145,6 +145,26 @@ class TestNonFinite:
         path.write_bytes(save(tensors))
         assert_refused(path, r"has NaN or infinite values in 1 tensor\(s\)")
 
+    def test_float64_values_beyond_float32_count(self, tmp_path, monkeypatch):
+        monkeypatch.delenv(files.ALLOW_NONFINITE_ENV, raising=False)
+        tensors = {k: v.double() for k, v in corpus.good_tensors().items()}
+        tensors[f"{corpus.SD15_MODULE}.lora_down.weight"][1, 1] = 1e300
+        path = tmp_path / "f64.safetensors"
+        path.write_bytes(save(tensors))
+        assert_refused(path, r"has NaN or infinite values in 1 tensor\(s\)")
+
+    def test_opting_out_again_refuses_the_cached_file(self, tmp_path, monkeypatch):
+        case = next(c for c in corpus.CONTENT_CASES if c.name == "nonfinite")
+        path = str(case.write(tmp_path))
+        lora_cache = cache.LoraCache()
+        monkeypatch.setenv(files.ALLOW_NONFINITE_ENV, "yes")
+        lora_cache.load(path)
+        opened = files.stats.files_opened
+        monkeypatch.setenv(files.ALLOW_NONFINITE_ENV, "0")
+        with pytest.raises(files.LoraFileError, match="NaN or infinite"):
+            lora_cache.load(path)
+        assert files.stats.files_opened == opened  # decided from the cached scan, no second read
+
     def test_checked_once_per_load_then_cached(self, tmp_path, monkeypatch):
         monkeypatch.delenv(files.ALLOW_NONFINITE_ENV, raising=False)
         path = tmp_path / "fine.safetensors"
