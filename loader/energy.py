@@ -193,3 +193,12 @@ def table(entries: list[KeyEnergy], weights: BlockWeights) -> EnergyTable:
     return EnergyTable(block_map, rows, unplaced, dora)
 
 
+
+
+def adapter_norm(adapter) -> tuple[str, float | None, bool]:
+    """(kind, ‖ΔW‖ at strength 1 or None when not measured, DoRA?) of one `loader.adapters` adapter."""
+    up, down = getattr(adapter, "up", None), getattr(adapter, "down", None)
+    if up is not None and down is not None:
+        dora = not getattr(adapter, "linear", True)
+        return ("dora" if dora else "lora"), lora_norm(up, down, adapter.scale, getattr(adapter, "mid", None)), dora
+    return type(adapter).__name__.lower(), None, False

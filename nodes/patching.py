@@ -8,6 +8,7 @@ Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -116,7 +117,7 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     architecture = architecture_of(model) if model is not None else None
     block_map = BlockMap.from_keys(
         architecture or "unknown",
-        list(model.model.state_dict()) if model is not None else [],
+        model.model.state_dict() if model is not None else [],  # shapes let q/k/v/mlp row slices be told apart
         list(clip.cond_stage_model.state_dict()) if clip is not None else [],
     )
     reports = []
@@ -146,6 +147,14 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.unmatched.append(module_key)
             continue
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        slices = weights.row_slices(model_key, offset) if adapter.linear and adapter.mid is None else None
+        if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
+            first = offset[1] if offset else 0
+            for (dim, start, length), ratio in slices:
+                part = dataclasses.replace(adapter, up=adapter.up[start - first: start - first + length])
+                groups.setdefault((target, ratio), {})[(model_key, (dim, start, length))] = DeckPatch(
+                    {module_key}, [part])
+            continue
         ratio = weights.ratio(model_key, offset)
         groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
     for (target, ratio), patches in groups.items():
