@@ -112,10 +112,7 @@ def render(energy: EnergyTable, title: str = "") -> torch.Tensor:
     for slot, row, col in cells:
         x, y = GAP + col * (CELL_W + GAP), top + row * (CELL_H + GAP)
         block = energy.rows[slot]
-        if block.keys == 0 or strongest == 0:
-            fill = UNTOUCHED
-        else:
-            fill = colour(block.norm / strongest)
+        fill = UNTOUCHED if block.keys == 0 or strongest == 0 else colour(block.norm / strongest)
         _fill(image, x, y, CELL_W, CELL_H, fill)
         luminance = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2]
         ink = (0.0, 0.0, 0.0) if luminance > 0.55 else (1.0, 1.0, 1.0)

@@ -42,8 +42,9 @@ def sdxl() -> list[str]:
 
 def flux(double: int = 19, single: int = 38, hidden: int = 8, mlp: int = 32) -> dict[str, tuple[int, ...]]:
     d = "diffusion_model"
-    shapes: dict[str, tuple[int, ...]] = {f"{d}.img_in.weight": (hidden, 4), f"{d}.time_in.in_layer.weight": (hidden, 4),
-                                          f"{d}.txt_in.weight": (hidden, 4)}
+    shapes: dict[str, tuple[int, ...]] = {
+        f"{d}.img_in.weight": (hidden, 4), f"{d}.time_in.in_layer.weight": (hidden, 4),
+        f"{d}.txt_in.weight": (hidden, 4)}
     for i in range(double):
         for stream in ("img", "txt"):
             shapes[f"{d}.double_blocks.{i}.{stream}_attn.qkv.weight"] = (3 * hidden, hidden)
