@@ -1,31 +1,12 @@
-"""Miniature host models: the host's own classes with the real block structure and tiny widths.
+"""Miniature transformer configurations for the host's own model classes (SD1/SDXL come from hosting).
 
-Key maps and block tables depend on structure, not width, so these exercise the same code paths as the
-full models. The host's ops leave weights uninitialised, so every parameter is filled from a seeded
-generator.
+Real chains (double/single, joint, blocks, layers, refiners) and tiny widths: block maps and key maps depend
+on structure, not width.
 """
 
 from __future__ import annotations
 
-import torch
-
-SD15 = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32,
-    "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": False,
-    "context_dim": 64, "num_heads": 8, "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
-
-SDXL = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "num_classes": "sequential", "adm_in_channels": 64, "in_channels": 4,
-    "model_channels": 32, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 3, 3],
-    "channel_mult": [1, 2, 4], "transformer_depth_middle": 3, "use_linear_in_transformer": True,
-    "context_dim": 64, "num_head_channels": 16, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 3, 3, 3],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
+import hosting
 
 SD3 = {
     "in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 2, "input_size": None,
@@ -66,19 +47,13 @@ HUNYUAN_VIDEO = {
 }
 
 CONFIGS = {
-    "SD15": SD15, "SDXL": SDXL, "SD3": SD3, "Flux": FLUX, "WAN21_T2V": WAN21, "QwenImage": QWEN_IMAGE,
+    "SD3": SD3, "Flux": FLUX, "WAN21_T2V": WAN21, "QwenImage": QWEN_IMAGE,
     "Lumina2": LUMINA2, "HunyuanVideo": HUNYUAN_VIDEO,
 }
 
 
 def build(architecture: str, seed: int = 0):
-    """A host BaseModel of the given supported_models class with tiny widths and seeded weights."""
-    import comfy.supported_models
-
-    config_class = getattr(comfy.supported_models, architecture)
-    model = config_class(dict(CONFIGS[architecture])).get_model({})
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return model
+    """A ModelPatcher around a host model of the supported_models class `architecture`, tiny and seeded."""
+    if architecture in ("SD15", "SDXL"):
+        return hosting.mini_model(architecture, seed=seed)
+    return hosting.mini_model(architecture, seed=seed, unet_config=CONFIGS[architecture])
