@@ -17,7 +17,7 @@ import miniatures
 import producers
 import pytest
 import torch
-from compare import changed, worst_relative_error
+from compare import worst_relative_error
 
 import nodes
 
@@ -79,6 +79,15 @@ def expected(host_delta: dict[str, torch.Tensor], strength: float, ratio_of) -> 
         if scale != 0:
             out[key] = scale * delta
     return out
+
+
+def changed(patcher) -> dict[str, torch.Tensor]:
+    """The change the patcher's patches make to every patched weight, computed by the host's own
+    calculate_weight on a zero weight: for additive adapters that is exactly Σ strength·ΔW, with none of the
+    rounding of (W + ΔW) − W that would swamp small block ratios."""
+    base = patcher.model.state_dict()
+    return {key: comfy.lora.calculate_weight(patches, torch.zeros_like(base[key], dtype=torch.float32), key)
+            for key, patches in patcher.patches.items() if patches}
 
 
 def host_delta(model, clip, path):
