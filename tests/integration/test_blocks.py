@@ -425,3 +425,34 @@ def test_block_view_without_a_model(sd1_file):
     text, image = node("LoraDeckBlockView").execute(lora_name="blocks_sd1.safetensors", block_weights="MIDD").args
     assert "read from the LoRA's names" in text and "IN04" in text and "BASE" in text
     assert image.shape[0] == 1 and image.shape[3] == 3
+
+
+# The loader's report and the user's presets file ----------------------------------------------------------
+
+def test_loader_report_holds_the_resolved_table(sd1_file, sd15, sd15_clip):
+    _, _, report = node("LoraDeckLoader").execute(
+        model=sd15, lora_name="blocks_sd1.safetensors", strength_model=1.0, clip=sd15_clip, strength_clip=1.0,
+        block_weights="MIDD").args
+    assert "17 values read as A1111 SD1 LoRA" in report
+    assert "\n  IN05 " in report and "total ‖ΔW‖" in report
+    _, _, plain = node("LoraDeckLoader").execute(model=sd15, lora_name="blocks_sd1.safetensors", strength_model=1.0,
+                                                 block_weights="").args
+    assert "total ‖ΔW‖" not in plain
+
+
+def test_user_presets_file(sd1_file, sd15, tmp_path):
+    import folder_paths
+
+    _, model_delta, _ = sd1_file
+    previous = folder_paths.get_user_directory()
+    folder_paths.set_user_directory(str(tmp_path))
+    try:
+        (tmp_path / "loradeck").mkdir()
+        (tmp_path / "loradeck" / "block_presets.txt").write_text("# mine\nFACE:1,0,0,0,0,0,0,0,1,1,1,0,0,0,0,0,0\n")
+        ours, _, report = node("LoraDeckLoader").execute(model=sd15, lora_name="blocks_sd1.safetensors",
+                                                         strength_model=1.0, block_weights="FACE").args
+    finally:
+        folder_paths.set_user_directory(previous)
+    face = to26([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    assert worst_relative_error(changed(ours), expected(model_delta, 1.0, lambda k: a1111_ratio(k, face))) <= TOLERANCE
+    assert "preset FACE" in report
