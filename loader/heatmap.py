@@ -102,7 +102,7 @@ def render(energy: EnergyTable, title: str = "") -> torch.Tensor:
     cols = max(c for _, _, c in cells) + 1
     top = 8 + (5 * SCALE + 8 if title else 0)
     legend = 5 * SCALE + 20
-    width = max(GAP + cols * (CELL_W + GAP), 260)
+    width = max(GAP + cols * (CELL_W + GAP), 520)
     height = top + rows * (CELL_H + GAP) + legend
     image = torch.empty(height, width, 3, dtype=torch.float32)
     image[:] = torch.tensor(BACKGROUND)
@@ -137,4 +137,7 @@ def _legend(image: torch.Tensor, x: int, y: int, width: int) -> None:
     bar_x, bar_w = x + 4 * SCALE + 4, min(200, width - 80)
     for i in range(bar_w):
         _fill(image, bar_x + i, y, 1, 5 * SCALE, colour(i / max(bar_w - 1, 1)))
-    draw_text(image, "MAX", bar_x + bar_w + 6, y)
+    draw_text(image, "MAX  NORM OF DW", bar_x + bar_w + 6, y)
+    label_x = bar_x + bar_w + 6 + text_width("MAX  NORM OF DW") + 24
+    _fill(image, label_x, y + 3, 24, 4, (1.0, 1.0, 1.0))
+    draw_text(image, "BLOCK RATIO", label_x + 30, y)
