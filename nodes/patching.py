@@ -162,7 +162,9 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
         if entry.blocks:
             measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
-        slices = weights.row_slices(model_key, offset) if adapter.linear and adapter.mid is None else None
+        splittable = getattr(adapter, "linear", False) and getattr(adapter, "up", None) is not None \
+            and getattr(adapter, "mid", None) is None
+        slices = weights.row_slices(model_key, offset) if splittable else None
         if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
             first = offset[1] if offset else 0
             for (dim, start, length), ratio in slices:

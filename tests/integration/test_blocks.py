@@ -456,3 +456,47 @@ def test_user_presets_file(sd1_file, sd15, tmp_path):
     face = to26([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
     assert worst_relative_error(changed(ours), expected(model_delta, 1.0, lambda k: a1111_ratio(k, face))) <= TOLERANCE
     assert "preset FACE" in report
+
+
+# SD3: joint blocks, both streams, fused q/k/v from a diffusers LoRA ---------------------------------------
+
+@pytest.fixture(scope="module")
+def sd3():
+    return miniatures.build("SD3", seed=6)
+
+
+@pytest.fixture(scope="module")
+def sd3_file(loras_dir, pack, sd3):
+    from diffusers import SD3Transformer2DModel
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64,
+                                  num_attention_heads=2, joint_attention_dim=48, caption_projection_dim=128,
+                                  pooled_projection_dim=32, out_channels=16, pos_embed_max_size=8).eval()
+    trained = producers.attach_lora(model, ["to_q", "to_v", "add_q_proj", "add_v_proj", "to_out.0", "ff.net.2"],
+                                    rank=4, alpha=4, seed=25)
+    state = {f"transformer.{k}": v for k, v in producers.peft_state_dict(trained).items()}
+    path = str(loras_dir / "blocks_sd3.safetensors")
+    save_file(state, path)
+    model_delta, _ = host_delta(sd3, None, path)
+    return path, model_delta
+
+
+def test_sd3_joint_blocks_streams_and_fused_rows(sd3_file, sd3):
+    _, model_delta = sd3_file
+    assert any("context_block.attn.qkv" in k for k in model_delta) and any("x_block.mlp" in k for k in model_delta)
+    spec = "J00=0.5; @J01:context_block:0; @ALLBLOCKS:qkv.v:2"
+    ours, _, _ = node("LoraDeckLoader").execute(model=sd3, lora_name="blocks_sd3.safetensors", strength_model=1.0,
+                                                block_weights=spec).args
+    hidden = 128
+    reference = {}
+    for key, delta in model_delta.items():
+        scale = torch.full((delta.shape[0], 1), 0.5 if ".joint_blocks.0." in key else 1.0)
+        if ".joint_blocks.1.context_block." in key:
+            scale.zero_()
+        if key.endswith("attn.qkv.weight"):  # the last matching element rule wins, as in A1111's lbwe
+            scale[2 * hidden:] = 2 * (0.5 if ".joint_blocks.0." in key else 1.0)
+        if scale.abs().max() > 0:
+            reference[key] = scale * delta
+    assert worst_relative_error(changed(ours), reference) <= TOLERANCE
