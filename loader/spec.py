@@ -185,16 +185,19 @@ class _Reader:
         self.rules: list[ElementRule] = []
         self.notes: list[str] = []
         self.items = 0
+        self.explicit: frozenset[str] = frozenset()
 
     # statements -----------------------------------------------------------------------------------------
     def read(self, text: str) -> None:
         statements = _split_statements(text)
-        self._read_variables(statements)
+        self.explicit = frozenset(self._read_variables(statements))
         self.rng = random.Random(self.variables["SEED"])
         for st in statements:
             self._statement(st, from_preset=None)
 
-    def _read_variables(self, statements: list[_Statement]) -> None:
+    def _read_variables(self, statements: list[_Statement], keep: frozenset[str] = frozenset()) -> set[str]:
+        """Set A, B and SEED from `statements` (except names in `keep`); return the names set."""
+        found: set[str] = set()
         for st in statements:
             if st.text.startswith("@") or "=" not in st.text:
                 continue
@@ -206,7 +209,10 @@ class _Reader:
                     if number is None:
                         raise SpecError(f"character {pos + 1}: {name} must be set to a number, got "
                                         f"{value.strip()!r}")
-                    self.variables[name] = int(number) if name == "SEED" else number
+                    if name not in keep:
+                        self.variables[name] = int(number) if name == "SEED" else number
+                        found.add(name)
+        return found
 
     def _statement(self, st: _Statement, from_preset: str | None) -> None:
         if st.text.startswith("@"):
@@ -223,8 +229,11 @@ class _Reader:
             if from_preset is not None:
                 raise SpecError(f"preset {from_preset!r} names preset {name!r}; presets cannot nest")
             self.notes.append(f"preset {name}: {preset}")
-            for inner in _split_statements(preset):
-                self._statement(_Statement(inner.text, st.pos), from_preset=name)
+            inner = [_Statement(s.text, st.pos) for s in _split_statements(preset)]
+            if "SEED" in self._read_variables(inner, keep=self.explicit):  # the spec's own A/B/SEED win
+                self.rng = random.Random(self.variables["SEED"])
+            for statement in inner:
+                self._statement(statement, from_preset=name)
             return
         if "," not in name and _looks_like_name(name):
             raise SpecError(f"character {st.pos + 1}: {name!r} is not a preset; known presets: "

@@ -500,3 +500,45 @@ def test_sd3_joint_blocks_streams_and_fused_rows(sd3_file, sd3):
         if scale.abs().max() > 0:
             reference[key] = scale * delta
     assert worst_relative_error(changed(ours), reference) <= TOLERANCE
+
+
+# Wan 2.1: a further architecture, PEFT on the host's own module, keys in ComfyUI's native naming ----------
+
+@pytest.fixture(scope="module")
+def wan():
+    return miniatures.build("WAN21_T2V", seed=7)
+
+
+@pytest.fixture(scope="module")
+def wan_file(loras_dir, pack, wan):
+    import copy
+
+    from safetensors.torch import save_file
+
+    module = copy.deepcopy(wan.model.diffusion_model)
+    trained = producers.attach_lora(module, ["self_attn.q", "cross_attn.k", "ffn.0", "ffn.2", "head.head",
+                                             "text_embedding.0"], rank=4, alpha=4, seed=26)
+    state = {f"diffusion_model.{k}": v for k, v in producers.peft_state_dict(trained).items()}
+    path = str(loras_dir / "blocks_wan.safetensors")
+    save_file(state, path)
+    model_delta, _ = host_delta(wan, None, path)
+    return path, model_delta
+
+
+def test_wan_blocks_groups_and_replacing_elements(wan_file, wan):
+    _, model_delta = wan_file
+    assert any(".head.head." in k for k in model_delta) and any(".text_embedding." in k for k in model_delta)
+    spec = "B00=0, B01-B02=0.5; FINAL=2; EMB=0.25; @B02:cross_attn:=1.5"
+    ours, _, _ = node("LoraDeckLoader").execute(model=wan, lora_name="blocks_wan.safetensors", strength_model=0.8,
+                                                block_weights=spec).args
+
+    def ratio(key):
+        if ".blocks.0." in key:
+            return 0.0
+        if ".blocks.2.cross_attn." in key:
+            return 1.5
+        if ".blocks." in key:
+            return 0.5
+        return 2.0 if ".head." in key else 0.25
+
+    assert worst_relative_error(changed(ours), expected(model_delta, 0.8, ratio)) <= TOLERANCE

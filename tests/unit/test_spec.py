@@ -311,3 +311,10 @@ def test_layouts_are_listed_for_every_family(sd1, flux):
     assert sorted(spec.positional_layouts(flux)) == [57, 58, 61]
     wan = BlockMap.from_keys("WAN21_T2V", keysets.chains("blocks", 30), keysets.clip_keys("umt5xxl"))
     assert sorted(spec.positional_layouts(wan)) == [30, 31]
+
+
+def test_presets_may_set_variables_but_the_spec_wins(sd1):
+    mine = {"AOUT": "A=0.3; OUT*=A", "RND": "SEED=5; IN04=R"}
+    assert parse("AOUT", sd1, presets=mine).by_block["OUT03"] == 0.3
+    assert parse("A=0.9; AOUT", sd1, presets=mine).by_block["OUT03"] == 0.9
+    assert parse("RND", sd1, presets=mine).by_block == parse("SEED=5; IN04=R", sd1).by_block
