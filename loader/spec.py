@@ -223,6 +223,9 @@ class _Reader:
             self._positional(st, from_preset)
 
     def _positional(self, st: _Statement, from_preset: str | None) -> None:
+        label = re.match(r"^([A-Za-z_][A-Za-z0-9_.+\-]*)\s*:\s*(?=\S)", st.text)
+        if label and "," in st.text:  # Inspire's LABEL:v1,v2,… — the label only names the vector
+            st = _Statement(st.text[label.end():], st.pos + label.end())
         name = st.text.strip()
         preset = self._preset(name)
         if preset is not None:
@@ -241,6 +244,7 @@ class _Reader:
         values = [(self._value(tok, pos), pos) for tok, pos in _pieces(st.text, st.pos, ",")]
         self._count(len(values), st.pos)
         if len(values) == 1:
+            self.notes.append(f"{values[0][0]:g} for every slot")
             self.vectors.append(({slot: values[0][0] for slot in self.map.ids}, "one value for every slot"))
             return
         self.vectors.append(self._layout(values, st))

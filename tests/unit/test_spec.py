@@ -318,3 +318,9 @@ def test_presets_may_set_variables_but_the_spec_wins(sd1):
     assert parse("AOUT", sd1, presets=mine).by_block["OUT03"] == 0.3
     assert parse("A=0.9; AOUT", sd1, presets=mine).by_block["OUT03"] == 0.9
     assert parse("RND", sd1, presets=mine).by_block == parse("SEED=5; IN04=R", sd1).by_block
+
+
+def test_inspire_labelled_vectors(sd1):
+    assert parse("MYFACE:" + ",".join(map(str, A1111_PRESETS["MIDD"])), sd1).by_block == parse("MIDD", sd1).by_block
+    with pytest.raises(SpecError, match="character 8: 'x' is not a value"):
+        parse("LABEL: x,1", sd1)
