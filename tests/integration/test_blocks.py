@@ -197,12 +197,58 @@ def sdxl():
 
 
 @pytest.fixture(scope="module")
-def sdxl_file(loras_dir, pack, sdxl):
+def sdxl_clip(pack):
+    """A comfy.sd.CLIP with SDXL's two text encoders (clip_l and clip_g key names), each 64 wide."""
+    import functools
+
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import comfy.supported_models_base
+    import hosting
+
+    class TinySDXLClip(comfy.sdxl_clip.SDXLClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (the host's signature)
+            torch.nn.Module.__init__(self)
+            encoder = functools.partial(comfy.sd1_clip.SDClipModel, layer="hidden", layer_idx=-2, device=device,
+                                        dtype=dtype, layer_norm_hidden_state=False,
+                                        textmodel_json_config=hosting.TINY_CLIP_TEXT)
+            self.clip_l = encoder(model_options=model_options)
+            self.clip_g = encoder(model_options={**model_options, "model_name": "clip_g"},
+                                  return_projected_pooled=True)
+            self.dtypes = {dtype}
+
+    target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClip)
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
+    hosting.fill_(clip.cond_stage_model, 8)
+    return clip
+
+
+def save_kohya_sdxl(path: str, unet, text_1, text_2) -> str:
+    """A kohya SDXL LoRA (lora_unet_ / lora_te1_ / lora_te2_ with .alpha), via diffusers' own converter."""
+    from diffusers.utils import convert_state_dict_to_kohya
+    from safetensors.torch import save_file
+
+    state = {f"unet.{k}": v for k, v in producers.peft_state_dict(unet).items()}
+    state.update({f"text_encoder.{k}": v for k, v in producers.peft_state_dict(text_1).items()})
+    state.update({f"text_encoder_2.{k}": v for k, v in producers.peft_state_dict(text_2).items()})
+    kohya = {k: (torch.tensor(unet.alpha, dtype=torch.float32) if k.endswith(".alpha") else v.contiguous())
+             for k, v in convert_state_dict_to_kohya(state).items()}
+    save_file(kohya, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sdxl_file(loras_dir, pack, sdxl, sdxl_clip):
     unet = producers.attach_lora(diffusers_sdxl_unet(), ["to_q", "to_v", "proj_in", "ff.net.2", "conv1"],
                                  rank=4, alpha=4, seed=22)
-    path = producers.save_kohya_sd15(str(loras_dir / "blocks_sdxl.safetensors"), unet, None)
-    model_delta, _ = host_delta(sdxl, None, path)
-    return path, model_delta
+    text_1 = producers.attach_lora(producers.transformers_clip_text(seed=2), ["q_proj", "fc1"], rank=4, alpha=4,
+                                   seed=27)
+    text_2 = producers.attach_lora(producers.transformers_clip_text(seed=3), ["v_proj", "fc2"], rank=4, alpha=4,
+                                   seed=28)
+    path = save_kohya_sdxl(str(loras_dir / "blocks_sdxl.safetensors"), unet, text_1, text_2)
+    model_delta, clip_delta = host_delta(sdxl, sdxl_clip, path)
+    return path, model_delta, clip_delta
 
 
 SDXL_SPECS = [(",".join(map(str, v)), v) for v in (_vector(12, 5), _vector(20, 6))] + [
@@ -211,13 +257,17 @@ SDXL_SPECS = [(",".join(map(str, v)), v) for v in (_vector(12, 5), _vector(20, 6
 
 @pytest.mark.parametrize(("spec", "values"), SDXL_SPECS,
                          ids=[s if len(s) < 10 else f"{len(v)}v" for s, v in SDXL_SPECS])
-def test_sdxl_a1111_vectors_are_exact(sdxl_file, sdxl, spec, values):
-    _, model_delta = sdxl_file
+def test_sdxl_a1111_vectors_are_exact(sdxl_file, sdxl, sdxl_clip, spec, values):
+    _, model_delta, clip_delta = sdxl_file
     assert len(model_delta) > 100
+    assert {k.split(".")[0] for k in clip_delta} == {"clip_l", "clip_g"} and len(clip_delta) == 48
     lwei = to26(values)
-    ours, _, _ = node("LoraDeckLoader").execute(model=sdxl, lora_name="blocks_sdxl.safetensors", strength_model=0.7,
-                                                block_weights=spec).args
+    ours, ours_clip, _ = node("LoraDeckLoader").execute(
+        model=sdxl, lora_name="blocks_sdxl.safetensors", strength_model=0.7, clip=sdxl_clip, strength_clip=1.2,
+        block_weights=spec).args
     assert worst_relative_error(changed(ours), expected(model_delta, 0.7, lambda k: a1111_ratio(k, lwei))) <= TOLERANCE
+    reference_clip = expected(clip_delta, 1.2, lambda k: lwei[0])  # BASE scales both text encoders
+    assert worst_relative_error(changed(ours_clip.patcher), reference_clip) <= TOLERANCE
 
 
 # Flux: fused q/k/v row slices from a diffusers LoRA ------------------------------------------------------
@@ -402,6 +452,9 @@ def test_block_view_norms_equal_full_deltas(request, pack, case):
     if case == "sd1":
         _, model_delta, clip_delta = request.getfixturevalue("sd1_file")
         model, clip, name = request.getfixturevalue("sd15"), request.getfixturevalue("sd15_clip"), "blocks_sd1"
+    elif case == "sdxl":
+        _, model_delta, clip_delta = request.getfixturevalue("sdxl_file")
+        model, clip, name = request.getfixturevalue("sdxl"), request.getfixturevalue("sdxl_clip"), "blocks_sdxl"
     else:
         _, model_delta = request.getfixturevalue(f"{case}_file")
         model, clip, clip_delta, name = request.getfixturevalue(case), None, None, f"blocks_{case}"
