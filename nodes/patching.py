@@ -8,6 +8,7 @@ Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -15,10 +16,10 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import cache, formats, spec
+from ..loader import cache, energy, formats, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
-from . import folders
+from . import block_presets, folders
 
 log = logging.getLogger("loradeck")
 
@@ -79,6 +80,7 @@ class LoraReport:
     unmatched: list[str] = field(default_factory=list)
     misfits: list[str] = field(default_factory=list)
     note: str = ""
+    resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
 
     def line(self) -> str:
         kinds = "+".join(self.kinds) or "no adapters"
@@ -95,6 +97,8 @@ class LoraReport:
             text += f"; {len(self.misfits)} modules do not fit this model's shapes (skipped)"
         if self.note:
             text += f"; {self.note}"
+        if self.resolved:
+            text += "\n  " + self.resolved.replace("\n", "\n  ")
         return text
 
 
@@ -117,16 +121,17 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
     clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
     architecture = architecture_of(model) if model is not None else None
-    shapes = {
-        "model": {k: tuple(v.shape) for k, v in model.model.state_dict().items()} if model is not None else {},
-        "clip": {k: tuple(v.shape) for k, v in clip.cond_stage_model.state_dict().items()} if clip is not None else {},
-    }
-    block_map = BlockMap.from_keys(architecture or "unknown", list(shapes["model"]), list(shapes["clip"]))
+    model_sd = model.model.state_dict() if model is not None else {}
+    clip_sd = clip.cond_stage_model.state_dict() if clip is not None else {}
+    shapes = {"model": {k: tuple(v.shape) for k, v in model_sd.items()},
+              "clip": {k: tuple(v.shape) for k, v in clip_sd.items()}}
+    # The model's shapes let q/k/v/mlp row slices be told apart.
+    block_map = BlockMap.from_keys(architecture or "unknown", model_sd, list(clip_sd))
     reports = []
     for entry in entries:
         loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
         try:
-            weights = spec.parse(entry.blocks, block_map)
+            weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture,
@@ -148,6 +153,7 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
     groups: dict[tuple[str, float], dict] = {}
+    measured: list[energy.KeyEnergy] = []
     for module_key, adapter in loaded.adapters.items():
         target, host_key = _host_key(module_key, unet_map, clip_map)
         if host_key is not None:
@@ -163,6 +169,18 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
         if misfit:  # the host would fail mid-sampling; say so now, naming the module
             report.misfits.append(f"{module_key}: {misfit}")
             continue
+        if entry.blocks:
+            measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
+        splittable = getattr(adapter, "linear", False) and getattr(adapter, "up", None) is not None \
+            and getattr(adapter, "mid", None) is None
+        slices = weights.row_slices(model_key, offset) if splittable else None
+        if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
+            first = offset[1] if offset else 0
+            for (dim, start, length), ratio in slices:
+                part = dataclasses.replace(adapter, up=adapter.up[start - first: start - first + length])
+                groups.setdefault((target, ratio), {})[(model_key, (dim, start, length))] = DeckPatch(
+                    {module_key}, [part])
+            continue
         ratio = weights.ratio(model_key, offset)
         groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
     for (target, ratio), patches in groups.items():
@@ -175,6 +193,8 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
         else:
             report.clip_keys += len(accepted)
     report.note = _mismatch_note(layout.base, architecture)
+    if entry.blocks:
+        report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
     matched = sum(len(p) for p in groups.values())
     if matched == 0 and report.misfits:
         raise LoraApplyError(f"{entry.lora_name}: its shapes do not fit this model; is it made for another "
