@@ -57,8 +57,15 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
 _VARIABLES = ("A", "B", "SEED")
 
 
+_LONG_QUOTE = re.compile(r"('[^']{40})[^']{20,}'")
+
+
 class SpecError(ValueError):
     """A block-weight spec that cannot be read; the message says what was expected and where."""
+
+    def __init__(self, message: str):
+        # A shared workflow may put kilobytes into one token: quote only its start.
+        super().__init__(_LONG_QUOTE.sub(lambda m: m.group(1) + "…'", message))
 
 
 @dataclass(frozen=True)
