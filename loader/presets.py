@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from . import atomic
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_PRESETS = 2000
@@ -81,7 +82,7 @@ def parse_text(text: str, source: str = "presets") -> dict[str, str]:
 
 
 def save(path: str | os.PathLike, name: str, spec: str) -> None:
-    """Add or replace one preset in the user's file, keeping every other line; atomic (temp + rename)."""
+    """Add or replace one preset in the user's file, keeping every other line; atomic (loader.atomic)."""
     if not NAME.match(name):
         raise PresetFileError(f"preset name {name!r}: use 1-64 letters, digits, _ . + -")
     spec = " ".join(spec.split())
@@ -98,13 +99,5 @@ def save(path: str | os.PathLike, name: str, spec: str) -> None:
             lines[i], replaced = entry, True
     if not replaced:
         lines.append(entry)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".presets-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # Rewriting the user's own presets file is what saving a preset asks for; every other line is kept.
+    atomic.write_text(path, "\n".join(lines) + "\n", replace=True)

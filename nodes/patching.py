@@ -217,7 +217,7 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
 
 def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
     """Why the adapter's change cannot land on a weight of this shape ("" when it can)."""
-    if shape is None:
+    if shape is None or not hasattr(adapter, "delta_numel"):
         return ""
     if offset is not None:  # (dim, start, length): a slice of a fused weight
         dim, _, length = offset

@@ -307,3 +307,15 @@ def test_host_keeps_no_stray_state(host):
     host.still_works()
     assert not any(p.name.startswith(".") and p.name.endswith(".tmp") for p in host.folder.rglob("*"))
     assert os.getpid() > 0
+
+
+@pytest.mark.parametrize("blocks", [
+    "IN04=;;==@@::", "1," * 50_000 + "1", "(" * 50_000 + ")" * 50_000, "x" * 2_000_000, "IN04=nan",
+    "OUT*=1e309", "@" + ":" * 5000 + "1",
+])
+def test_hostile_block_specs(host, blocks):
+    error = host.refuses_at_run(loader_prompt("hostile/good.safetensors", blocks=blocks),
+                                "hostile/good.safetensors: block weights: ", "LoraApplyError")
+    assert len(error["exception_message"]) < 1000
+    rows = [{"lora": "hostile/good.safetensors", "strength": 0.5, "blocks": blocks}]
+    host.refuses_at_run(stack_prompt(rows), "hostile/good.safetensors: block weights: ", "LoraApplyError")
