@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 MAX_STRENGTH = 100.0  # the nodes' strength widgets allow -100…100; beyond that a LoRA only produces noise
 
+
 class StackError(ValueError):
     """Stack input that cannot be used; the message says which row and why."""
 
