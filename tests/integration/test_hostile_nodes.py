@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import time
@@ -84,6 +85,8 @@ class Host:
     def run(self, prompt: dict) -> tuple[str, object]:
         """("ok", outputs), ("invalid", {node id: [error, …]}) or ("failed", the host's execution_error message)."""
         prompt_id = f"hostile-{next(_ids)}"
+        # As it travels: JSON text (NaN, Infinity and -Infinity literals included), read as the server reads it.
+        prompt = json.loads(json.dumps(prompt))
         valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:
             return "invalid", {node: info["errors"] for node, info in valid[3].items()} or {"prompt": [valid[1]]}
