@@ -109,3 +109,11 @@ def test_two_hundred_rows():
     rows = [{"lora": f"l{i:03}.safetensors", "strength": (i % 7) / 7} for i in range(200)]
     entries = stack.build_stack(None, stack.rows_from_value(json.dumps(rows)))
     assert len(entries) == 200 and entries[199].lora_name == "l199.safetensors"
+
+
+def test_symlink_loops_and_devices_are_not_files(loras):
+    (loras / "loop.safetensors").symlink_to(loras / "loop.safetensors")
+    (loras / "zeros.safetensors").symlink_to("/dev/zero")
+    for name in ("loop.safetensors", "zeros.safetensors"):
+        with pytest.raises(names.LoraNameError, match="LoRA not found"):
+            names.resolve(name, [str(loras)])
