@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 MAX_STRENGTH = 100.0  # the nodes' strength widgets allow -100…100; beyond that a LoRA only produces noise
+MAX_ROWS = 1000  # every row's file is checked when a prompt is validated; a shared workflow cannot ask for millions
 
 
 class StackError(ValueError):
@@ -77,6 +78,8 @@ def rows_from_value(value: object) -> list[Row]:
         value = value.get("__value__", value.get("rows"))
     if not isinstance(value, list):
         raise StackError(f"rows should be a list of row objects, not {type(value).__name__}")
+    if len(value) > MAX_ROWS:
+        raise StackError(f"{len(value)} rows; a stack holds at most {MAX_ROWS}")
     return [_row(i, item) for i, item in enumerate(value, start=1)]
 
 
@@ -141,6 +144,8 @@ def entries_from_stack(stack: object) -> list[StackEntry]:
     if not isinstance(stack, (list, tuple)):
         raise StackError(f"LORA_STACK should be a list of (lora_name, strength_model, strength_clip), "
                          f"not {type(stack).__name__}")
+    if len(stack) > MAX_ROWS:
+        raise StackError(f"LORA_STACK has {len(stack)} entries; a stack holds at most {MAX_ROWS}")
     entries = []
     for position, item in enumerate(stack, start=1):
         if not isinstance(item, (list, tuple)) or len(item) < 3:

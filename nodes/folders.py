@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import folder_paths
 
 from ..loader import files, names
@@ -25,8 +27,15 @@ def resolve_checked(name: str) -> str:
     before it runs, shown on the node without a traceback. Pickles are only ever opened when the node runs."""
     path = resolve(name)
     if not path.lower().endswith(files.PICKLE_SUFFIXES):
-        files.read_header(path)
+        _check_header(path, files.file_identity(path))
     return path
+
+
+@functools.lru_cache(maxsize=4096)
+def _check_header(path: str, identity: tuple[str, int, int]) -> None:
+    # Validation runs on the server's event loop for every queued prompt: a file that passed is not re-read
+    # until it changes on disk. Refusals raise, so they are never cached.
+    files.read_header(path)
 
 
 def validation_error(name: str) -> bool | str:

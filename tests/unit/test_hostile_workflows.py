@@ -117,3 +117,10 @@ def test_symlink_loops_and_devices_are_not_files(loras):
     for name in ("loop.safetensors", "zeros.safetensors"):
         with pytest.raises(names.LoraNameError, match="LoRA not found"):
             names.resolve(name, [str(loras)])
+
+
+def test_a_million_rows_are_refused_before_any_is_read():
+    with pytest.raises(stack.StackError, match=r"1000000 rows; a stack holds at most 1000"):
+        stack.rows_from_value([{"lora": "a.safetensors"}] * 1_000_000)
+    with pytest.raises(stack.StackError, match=r"LORA_STACK has 5000 entries"):
+        stack.entries_from_stack([("a.safetensors", 1.0, 1.0)] * 5000)
