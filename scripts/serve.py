@@ -1,0 +1,124 @@
+"""`make serve`: the real ComfyUI server and UI on 127.0.0.1:8188 with LoRA Deck and the demo models.
+
+The host runs with `--base-directory demo-output`: its models folder is the demo's (the checkpoint and the
+three LoRAs that `make demo` builds, built here too if missing), its custom_nodes folder holds a link to
+this repository, and its output, input and user folders stay inside demo-output/. A ComfyUI of your own
+(COMFYUI_PATH) is used as it is and none of its own folders are touched.
+
+    scripts/serve.py [--port 8188] [--check] [-- extra ComfyUI arguments]
+
+`--check` starts the server, waits until /object_info/LoraDeckStack answers, checks that the demo checkpoint
+and LoRAs are listed, and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
+
+import demo_assets  # noqa: E402
+import hosting  # noqa: E402
+
+BASE = demo_assets.REPO / "demo-output"
+PACK_LINK = "comfyui-loradeck"
+
+
+def prepare(base: Path) -> Path:
+    """Demo models in base/models and the pack linked into base/custom_nodes; the base folder."""
+    demo_assets.ensure(base / "models")
+    (base / "user").mkdir(parents=True, exist_ok=True)
+    custom_nodes = base / "custom_nodes"
+    custom_nodes.mkdir(parents=True, exist_ok=True)
+    link = custom_nodes / PACK_LINK
+    if link.is_symlink() and Path(os.readlink(link)) != demo_assets.REPO:
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(demo_assets.REPO, target_is_directory=True)
+    return base
+
+
+def command(base: Path, port: int, extra: list[str]) -> list[str]:
+    return [sys.executable, str(hosting.COMFYUI_PATH / "main.py"), "--cpu", "--listen", "127.0.0.1",
+            "--port", str(port), "--base-directory", str(base),
+            "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}", *extra]
+
+
+def wait_for(url: str, server: subprocess.Popen, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"ComfyUI exited with code {server.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(1)
+    raise TimeoutError(f"no answer from {url} within {timeout:.0f} s")
+
+
+def check(root: str, server: subprocess.Popen, timeout: float) -> int:
+    """The pack's nodes are registered and the demo checkpoint and LoRAs are in their combos."""
+    stack = json.loads(wait_for(f"{root}/object_info/LoraDeckStack", server, timeout))
+    checkpoints = json.loads(wait_for(f"{root}/object_info/CheckpointLoaderSimple", server, 30))
+    loader = json.loads(wait_for(f"{root}/object_info/LoraDeckLoader", server, 30))
+    found = {
+        "LoraDeckStack": "LoraDeckStack" in stack,
+        demo_assets.CHECKPOINT: demo_assets.CHECKPOINT in _choices(checkpoints, "CheckpointLoaderSimple", "ckpt_name"),
+        **{lora.name: lora.name in _choices(loader, "LoraDeckLoader", "lora_name")
+           for lora in demo_assets.SAMPLE_LORAS},
+    }
+    print(json.dumps({"object_info/LoraDeckStack": stack.get("LoraDeckStack", {}).get("input"), "found": found},
+                     indent=2))
+    return 0 if all(found.values()) else 1
+
+
+def _choices(info: dict, node: str, name: str) -> list[str]:
+    """A combo's options from /object_info: V1 lists them first, V3 under "options"."""
+    kind, options = info[node]["input"]["required"][name][:2]
+    return kind if isinstance(kind, list) else options.get("options", [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--base", type=Path, default=BASE, help="the host's base directory (default demo-output)")
+    parser.add_argument("--check", action="store_true", help="start, query /object_info, stop")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds --check waits for the server")
+    parser.add_argument("extra", nargs="*", help="further ComfyUI arguments (after --)")
+    args = parser.parse_args(argv)
+    if not (hosting.COMFYUI_PATH / "main.py").is_file():
+        print(f"No ComfyUI at {hosting.COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH", file=sys.stderr)
+        return 2
+    base = prepare(args.base.resolve())
+    print(f"ComfyUI {hosting.COMFYUI_PATH} with LoRA Deck; models, outputs and settings in {base}", flush=True)
+    print(f"open http://127.0.0.1:{args.port} (Workflow > Browse Templates > LoRA Deck: loradeck_stack)", flush=True)
+    server = subprocess.Popen(command(base, args.port, args.extra), cwd=hosting.COMFYUI_PATH)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server too when we are stopped
+    try:
+        if args.check:
+            return check(f"http://127.0.0.1:{args.port}", server, args.timeout)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
