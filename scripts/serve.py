@@ -68,7 +68,7 @@ def wait_for(url: str, server: subprocess.Popen, timeout: float) -> bytes:
 
 
 def check(root: str, server: subprocess.Popen, timeout: float) -> int:
-    """The pack's nodes are registered and the demo checkpoint and LoRAs are in their combos."""
+    """The pack's nodes are registered, the demo checkpoint and LoRAs are listed, the example is a template."""
     stack = json.loads(wait_for(f"{root}/object_info/LoraDeckStack", server, timeout))
     checkpoints = json.loads(wait_for(f"{root}/object_info/CheckpointLoaderSimple", server, 30))
     loader = json.loads(wait_for(f"{root}/object_info/LoraDeckLoader", server, 30))
@@ -78,6 +78,10 @@ def check(root: str, server: subprocess.Popen, timeout: float) -> int:
         **{lora.name: lora.name in _choices(loader, "LoraDeckLoader", "lora_name")
            for lora in demo_assets.SAMPLE_LORAS},
     }
+    templates = json.loads(wait_for(f"{root}/workflow_templates", server, 30))
+    found["template loradeck_stack"] = "loradeck_stack" in templates.get(PACK_LINK, [])
+    shipped = json.loads(wait_for(f"{root}/api/workflow_templates/{PACK_LINK}/loradeck_stack.json", server, 30))
+    found["template served"] = {n["type"] for n in shipped["nodes"]} >= {"LoraDeckStack", "LoraDeckApply"}
     print(json.dumps({"object_info/LoraDeckStack": stack.get("LoraDeckStack", {}).get("input"), "found": found},
                      indent=2))
     return 0 if all(found.values()) else 1
