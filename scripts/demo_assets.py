@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the host harness and the producer hel
 import hosting  # noqa: E402
 import producers  # noqa: E402
 
-VERSION = 1  # bump when what is built changes: older folders are then rebuilt
+VERSION = 2  # bump when what is built changes: older folders are then rebuilt
 CHECKPOINT = "loradeck-demo-sd15.safetensors"
 LORA_FOLDER = "loradeck-demo"
 
@@ -86,7 +86,9 @@ def ensure(folder: str | os.PathLike, log=print) -> dict:
         started = time.perf_counter()
         path = folder / "loras" / lora.name
         path.parent.mkdir(parents=True, exist_ok=True)
-        _BUILDERS[index](str(path), lora, seed=100 + index)
+        temporary = _partial(path)
+        _BUILDERS[index](str(temporary), lora, seed=100 + index)
+        os.replace(temporary, path)
         timings[lora.name] = round(time.perf_counter() - started, 2)
         log(f"built loras/{lora.name} in {timings[lora.name]} s")
     manifest = {
@@ -130,9 +132,14 @@ def _save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = _partial(path)
     save_file(tensors, str(temporary), metadata=metadata)
     os.replace(temporary, path)
+
+
+def _partial(path: Path) -> Path:
+    """A temporary name next to `path` (same file system, so the final rename is atomic); it keeps the suffix."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
 
 
 def init_like_training(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -237,10 +244,7 @@ def _lycoris(path: str, lora: SampleLora, seed: int) -> None:
         for name, parameter in network.named_parameters():
             if "lora_up" in name or "lora_down" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    temporary = str(Path(path).with_name(f".{Path(path).name}.partial.safetensors"))
-    network.save_weights(temporary, torch.float16, {"ss_network_module": "lycoris.kohya",
-                                                   "ss_network_args": json.dumps({"algo": "locon"})})
-    os.replace(temporary, path)
+    network.save_weights(path, torch.float16, {"software": "lycoris-lora create_lycoris", "algo": "locon"})
 
 
 _BUILDERS = (_kohya, _peft, _lycoris)

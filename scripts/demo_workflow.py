@@ -18,6 +18,9 @@ EXAMPLE = REPO / "example_workflows" / "loradeck_stack.json"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = ("seed", "noise_seed")  # the frontend adds "control after generate" to these INTs by name too
+UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")  # + an upload widget
+# Custom input types that a frontend extension draws as a widget (no socket); their value is saved like any other.
+CUSTOM_WIDGET_TYPES = {"LORADECK_ROWS"}
 MUTED, BYPASSED = 2, 4
 
 
@@ -78,6 +81,8 @@ def _widget_inputs(node: dict, node_class) -> dict:
             inputs[name] = {"__value__": value} if isinstance(value, list) else value
             if kind == "INT" and options.get("control_after_generate", name in SEED_NAMES):
                 position += 1  # "fixed" / "randomize" / …: a frontend-only widget
+            elif any(options.get(option) for option in UPLOAD_OPTIONS):
+                position += 1  # the upload button's value
     return inputs
 
 
@@ -86,9 +91,9 @@ def _is_widget(name: str, kind, options: dict, sockets: dict) -> bool:
         return False
     if isinstance(kind, list) or kind in WIDGET_TYPES:
         return True
-    # A custom type is a widget when a frontend extension draws one for it: then the saved node lists
-    # no socket of that name (LoraDeckStack's rows), or a socket that remembers its widget.
-    return name not in sockets or "widget" in sockets[name]
+    if name in sockets:
+        return "widget" in sockets[name]  # a widget converted to a socket remembers its widget
+    return kind in CUSTOM_WIDGET_TYPES
 
 
 def node_ids(workflow: dict, node_type: str) -> list[str]:

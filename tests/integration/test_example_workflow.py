@@ -165,3 +165,32 @@ def test_base_run_has_no_patches_and_another_picture(demo, executor, prompt, ids
     model, clip, report = executor.executor.caches.outputs.get(ids["LoraDeckApply"]).outputs
     assert not model[0].patches and not clip[0].patcher.patches and report[0] == "no LoRAs applied"
     assert abs(pixels(outputs, ids) - last_image["pixels"]).mean() > 1.0  # of 255: the LoRAs change the picture
+
+
+def test_converter_maps_positional_widgets_like_the_frontend(pack):
+    """Control values sit after their seed anywhere in the list; optional widgets follow required ones."""
+    workflow = {"nodes": [
+        {"id": 1, "type": "KSamplerAdvanced", "mode": 0,
+         "inputs": [{"name": "model", "type": "MODEL", "link": 1}, {"name": "positive", "type": "CONDITIONING"},
+                    {"name": "negative", "type": "CONDITIONING"}, {"name": "latent_image", "type": "LATENT"}],
+         "widgets_values": ["enable", 5, "increment", 20, 8.0, "euler", "normal", 0, 10000, "disable"]},
+        {"id": 2, "type": "LoraDeckLoader", "mode": 0,
+         "inputs": [{"name": "model", "type": "MODEL", "link": None}, {"name": "clip", "type": "CLIP", "link": None}],
+         "outputs": [{"name": "MODEL", "type": "MODEL", "links": [1]}],
+         "widgets_values": ["a.safetensors", 0.7, 0.3, "OUT*=0.5"]},
+        {"id": 3, "type": "Note", "mode": 0, "inputs": [], "outputs": [], "widgets_values": ["text"]},
+    ], "links": [[1, 2, 0, 1, 0, "MODEL"]]}
+    prompt = demo_workflow.to_prompt(workflow)
+    assert prompt["1"]["inputs"] == {
+        "add_noise": "enable", "noise_seed": 5, "steps": 20, "cfg": 8.0, "sampler_name": "euler",
+        "scheduler": "normal", "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable",
+        "model": ["2", 0]}
+    assert prompt["2"]["inputs"] == {"lora_name": "a.safetensors", "strength_model": 0.7, "strength_clip": 0.3,
+                                     "block_weights": "OUT*=0.5"}
+    assert set(prompt) == {"1", "2"}
+    workflow["nodes"][1]["mode"] = 4
+    with pytest.raises(demo_workflow.WorkflowError, match=r"node 2 .* bypassed"):
+        demo_workflow.to_prompt(workflow)
+    workflow["nodes"][1].update(mode=0, type="SomeMissingPack")
+    with pytest.raises(demo_workflow.WorkflowError, match="unknown node type 'SomeMissingPack'"):
+        demo_workflow.to_prompt(workflow)
