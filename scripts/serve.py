@@ -1,8 +1,9 @@
 """`make serve`: the real ComfyUI server and UI on 127.0.0.1:8188 with LoRA Deck and the demo models.
 
 The host runs with `--base-directory demo-output`: its models folder is the demo's (the checkpoint and the
-three LoRAs that `make demo` builds, built here too if missing), its custom_nodes folder holds a link to
-this repository, and its output, input and user folders stay inside demo-output/. A ComfyUI of your own
+three LoRAs that `make demo` builds, built here too if missing) and its output, input and user folders stay
+inside demo-output/. The pack is loaded from a link to this repository in a temporary custom_nodes folder
+(named in an extra-model-paths file; a link inside the repository would loop). A ComfyUI of your own
 (COMFYUI_PATH) is used as it is and none of its own folders are touched.
 
     scripts/serve.py [--port 8188] [--check] [-- extra ComfyUI arguments]
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,23 +35,22 @@ BASE = demo_assets.REPO / "demo-output"
 PACK_LINK = "comfyui-loradeck"
 
 
-def prepare(base: Path) -> Path:
-    """Demo models in base/models and the pack linked into base/custom_nodes; the base folder."""
+def prepare(base: Path, scratch: Path) -> Path:
+    """Demo models in base/models, the pack linked into scratch/custom_nodes; the extra-model-paths file."""
     demo_assets.ensure(base / "models")
-    (base / "user").mkdir(parents=True, exist_ok=True)
-    custom_nodes = base / "custom_nodes"
-    custom_nodes.mkdir(parents=True, exist_ok=True)
-    link = custom_nodes / PACK_LINK
-    if link.is_symlink() and Path(os.readlink(link)) != demo_assets.REPO:
-        link.unlink()
-    if not link.is_symlink():
-        link.symlink_to(demo_assets.REPO, target_is_directory=True)
-    return base
+    for folder in ("user", "custom_nodes"):  # the host lists its own custom_nodes folder: it must exist (empty)
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    custom_nodes = scratch / "custom_nodes"
+    custom_nodes.mkdir()
+    (custom_nodes / PACK_LINK).symlink_to(demo_assets.REPO, target_is_directory=True)
+    config = scratch / "extra_model_paths.yaml"
+    config.write_text(f"loradeck:\n  custom_nodes: {json.dumps(str(custom_nodes))}\n", encoding="utf-8")
+    return config
 
 
-def command(base: Path, port: int, extra: list[str]) -> list[str]:
+def command(base: Path, config: Path, port: int, extra: list[str]) -> list[str]:
     return [sys.executable, str(hosting.COMFYUI_PATH / "main.py"), "--cpu", "--listen", "127.0.0.1",
-            "--port", str(port), "--base-directory", str(base),
+            "--port", str(port), "--base-directory", str(base), "--extra-model-paths-config", str(config),
             "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}", *extra]
 
 
@@ -104,10 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     if not (hosting.COMFYUI_PATH / "main.py").is_file():
         print(f"No ComfyUI at {hosting.COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH", file=sys.stderr)
         return 2
-    base = prepare(args.base.resolve())
-    print(f"ComfyUI {hosting.COMFYUI_PATH} with LoRA Deck; models, outputs and settings in {base}", flush=True)
-    print(f"open http://127.0.0.1:{args.port} (Workflow > Browse Templates > LoRA Deck: loradeck_stack)", flush=True)
-    server = subprocess.Popen(command(base, args.port, args.extra), cwd=hosting.COMFYUI_PATH)
+    base = args.base.resolve()
+    with tempfile.TemporaryDirectory(prefix="loradeck-serve-") as scratch:
+        config = prepare(base, Path(scratch))
+        print(f"ComfyUI {hosting.COMFYUI_PATH} with LoRA Deck; models, outputs and settings in {base}", flush=True)
+        print(f"open http://127.0.0.1:{args.port} (Templates > comfyui-loradeck > loradeck_stack)", flush=True)
+        return serve(command(base, config, args.port, args.extra), args)
+
+
+def serve(argv: list[str], args: argparse.Namespace) -> int:
+    server = subprocess.Popen(argv, cwd=hosting.COMFYUI_PATH)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server too when we are stopped
     try:
         if args.check:
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         return server.wait()
     except KeyboardInterrupt:
         return 0
+    except (RuntimeError, TimeoutError) as e:
+        print(e, file=sys.stderr)
+        return 1
     finally:
         if server.poll() is None:
             server.terminate()
