@@ -10,6 +10,7 @@ The demo model is random: the pipeline is real, the pictures are noise.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -92,7 +93,7 @@ def run_demo(pack, models: Path, render: Path) -> dict:
     result: dict = {"images": {}, "reports": {}, "patches": {}, "times": {}}
     for kind, prompt in (("base", base), ("stacked", stacked)):
         started = time.perf_counter()
-        outputs = executor.run(prompt)
+        outputs = executor.run(copy.deepcopy(prompt))  # the host unwraps {"__value__": …} in what it is given
         result["times"][f"{kind} run"] = round(time.perf_counter() - started, 2)
         print(f"{kind} run: {result['times'][f'{kind} run']} s", flush=True)
         (image,) = outputs[save_id]["images"]
@@ -115,8 +116,7 @@ def patch_counts(patcher) -> dict:
 def per_lora_counts(pack, executor, checkpoint_id: str, rows: list[dict]) -> list[dict]:
     """Each row's weights as LoRA Deck reports them, applied again to the checkpoint the executor loaded."""
     model, clip, _ = executor.executor.caches.outputs.get(checkpoint_id).outputs
-    entries = [pack.loader.stack.Row(r["lora"], r["strength"], r.get("clip_strength"), r["on"], r.get("blocks", ""))
-               .entry() for r in rows if r["on"]]
+    entries = pack.loader.stack.build_stack(None, pack.loader.stack.rows_from_value(rows))  # as LoraDeckStack does
     _, _, reports = pack.nodes.patching.apply_stack(model[0], clip[0], entries)
     return [{"lora": r.name, "family": r.family, "kinds": list(r.kinds), "base": r.base,
              "strength_model": r.strength_model, "strength_clip": r.strength_clip,
