@@ -171,7 +171,7 @@ class LoKr(Adapter):
                 w2 = w2.reshape(w2.shape[0], weight.shape[1] // w1.shape[1], *weight.shape[2:])
         while w1.dim() < w2.dim():
             w1 = w1.unsqueeze(-1)
-        return (self.scale * torch.kron(w1, w2)).reshape(weight.shape)
+        return (self.scale * torch.kron(w1.contiguous(), w2.contiguous())).reshape(weight.shape)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
