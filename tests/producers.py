@@ -124,11 +124,11 @@ def reference_deltas(trained: Trained, scale: float = 1.0) -> dict[str, torch.Te
     """
     from peft.tuners.lora import LoraLayer
 
-    trained.model.double()
     deltas = {}
-    try:
-        for name, module in trained.model.named_modules():
-            if isinstance(module, LoraLayer):
+    for name, module in trained.model.named_modules():
+        if isinstance(module, LoraLayer):
+            module.double()
+            try:
                 layer = module.get_base_layer()
                 base = layer.weight.detach().clone()
                 base_bias = layer.bias.detach().clone() if layer.bias is not None else None
@@ -140,8 +140,8 @@ def reference_deltas(trained: Trained, scale: float = 1.0) -> dict[str, torch.Te
                 module.unmerge()
                 if scale != 1.0:
                     module.unscale_layer(scale)
-    finally:
-        trained.model.float()
+            finally:
+                module.float()
     return deltas
 
 
@@ -216,6 +216,9 @@ LYCORIS_VARIANTS: dict[str, dict] = {
 
 
 def randomise_lycoris_(network, seed: int = 0, scale: float = 0.1) -> None:
+    # LoHa multiplies four factors: larger draws keep its change well above fp32 rounding of W + ΔW.
+    if any(type(m).__name__ == "LohaModule" for m in lycoris_modules(network)):
+        scale = 0.4
     """"Train" a LyCORIS network: every adapter parameter drawn from a seeded generator, magnitudes kept positive."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -240,16 +243,10 @@ def lycoris_deltas(network, model_names: dict[int, str], multiplier: float = 1.0
     capturing that argument gives exactly the weight change the producer applies at `multiplier`. Norm modules
     apply through the norm layer instead, so theirs comes from get_merged_weight. `model_names` maps id(module)
     of the base layers to their parameter path (without `.weight`). The capture runs in float64 (`models` are
-    the base models, cast with the network and back; fp32 values survive that exactly): the producer forms
-    (W + ΔW) − W, which in fp32 would bury small changes in rounding.
+    the base models; only the adapted layers are cast, and back: fp32 values survive that exactly): the producer
+    forms (W + ΔW) − W, which in fp32 would bury small changes in rounding.
     """
-    for model in (*models, network):
-        model.double()
-    try:
-        return _lycoris_deltas(network, model_names, multiplier)
-    finally:
-        for model in (*models, network):
-            model.float()
+    return _lycoris_deltas(network, model_names, multiplier)
 
 
 def _lycoris_deltas(network, model_names, multiplier):
@@ -268,7 +265,8 @@ def _lycoris_deltas(network, model_names, multiplier):
         dtype = torch.float64
         if kind in ("DiagOFTModule", "ButterflyOFTModule"):  # LyCORIS' Cayley transform is fp32 only
             dtype = torch.float32
-            lyco.float(), base.float()
+        lyco.to(dtype), base.to(dtype)
+        _cast_cached_weights(lyco, dtype)
         captured = {}
 
         def capture(x, weight=None, bias=None, *args, _captured=captured, **kwargs):
@@ -283,7 +281,8 @@ def _lycoris_deltas(network, model_names, multiplier):
         finally:
             lyco.op = original_op
             lyco.multiplier = 1.0
-            lyco.double(), base.double()
+            lyco.float(), base.float()
+            _cast_cached_weights(lyco, torch.float32)
         weight, bias = captured["weight"], captured["bias"]
         if kind == "FullModule" and not lyco.is_diff:  # the module *is* the layer: its op gets the whole weight
             weight = weight - lyco.org_weight.to(weight)
@@ -293,6 +292,15 @@ def _lycoris_deltas(network, model_names, multiplier):
         if bias is not None:
             deltas[name + ".bias"] = bias.detach().float()
     return deltas
+
+
+def _cast_cached_weights(lyco, dtype) -> None:
+    """LyCORIS `full` keeps the original weight and bias outside its parameters; cast those too."""
+    if type(lyco).__name__ != "FullModule":
+        return
+    lyco._org_weight[0] = lyco._org_weight[0].to(dtype)
+    if lyco.org_bias:
+        lyco.org_bias[0] = lyco.org_bias[0].to(dtype)
 
 
 def _probe_input(layer, dtype) -> torch.Tensor:
@@ -311,18 +319,21 @@ def module_names(*models) -> dict[int, str]:
     return names
 
 
-def lycoris_preset(path: str, unet_modules: list[str], unet_names: list[str] = (), text_modules: list[str] = (),
-                   enable_conv: bool = True) -> str:
-    """A LyCORIS preset file (its presets are TOML files) naming the classes to adapt."""
+def lycoris_preset(path: str, names=(), modules=(), text_modules=(), kohya: bool = False) -> str:
+    """A LyCORIS preset file (its presets are TOML) adapting exactly the named layers / module classes.
+
+    create_lycoris reads `target_*` keys; the kohya wrapper reads `unet_target_*` and `text_encoder_target_*`.
+    """
     def toml_list(items):
         return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
+    prefix = "unet_" if kohya else ""
+    lines = ["enable_conv = true", f"{prefix}target_module = {toml_list(modules)}",
+             f"{prefix}target_name = {toml_list(names)}"]
+    if kohya:
+        lines += [f"text_encoder_target_module = {toml_list(text_modules)}", "text_encoder_target_name = []"]
     with open(path, "w") as f:
-        f.write(f"enable_conv = {'true' if enable_conv else 'false'}\n"
-                f"unet_target_module = {toml_list(unet_modules)}\n"
-                f"unet_target_name = {toml_list(unet_names)}\n"
-                f"text_encoder_target_module = {toml_list(text_modules)}\n"
-                f"text_encoder_target_name = []\n")
+        f.write("\n".join(lines) + "\n")
     return path
 
 
@@ -348,3 +359,14 @@ def make_lycoris_kohya(text_encoder, unet, variant: str, seed: int = 0, preset: 
     network.apply_to(text_encoder, unet, text_encoder is not None, True)
     randomise_lycoris_(network, seed)
     return network
+
+
+def copy_weights_(model: torch.nn.Module, source: dict[str, torch.Tensor], names: dict[str, str]) -> torch.nn.Module:
+    """Give a producer's model the host miniature's weights (names: producer key -> host key), so that
+    adapters whose change depends on the base weight (DoRA, IA³, GLoRA, OFT) see the same W on both sides."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, host_key in names.items():
+            if key in params and host_key in source and params[key].shape == source[host_key].shape:
+                params[key].copy_(source[host_key])
+    return model
