@@ -239,7 +239,7 @@ def detect_base(header: Header, modules: dict[str, Module]) -> str | None:
     if "lora_te2_" in keys or "text_encoder_2" in keys or "clip_g" in keys:
         return "sdxl"
     for module in modules.values():
-        if re.search(r"attn2[._]to_k$", module.key):
+        if re.search(r"attn2[._](processor[._])?to_k$", module.key):
             width = _in_width(header, module)
             base = {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(width)
             if base:
