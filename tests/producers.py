@@ -206,6 +206,7 @@ LYCORIS_VARIANTS: dict[str, dict] = {
     "ia3": {"algo": "ia3"},
     "ia3_input": {"algo": "ia3", "train_on_input": True},
     "glora": {"algo": "glora", "conv_dim": 2, "conv_alpha": 1},
+    "glora_tucker": {"algo": "glora", "conv_dim": 2, "conv_alpha": 1, "use_tucker": True},
     "full": {"algo": "full"},
     "diag_oft": {"algo": "diag-oft", "constraint": 1e-3, "linear_dim": 8},
     "diag_oft_rescaled": {"algo": "diag-oft", "rescaled": True, "linear_dim": 8},

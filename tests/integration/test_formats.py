@@ -23,6 +23,7 @@ import producers
 import pytest
 import torch
 from compare import changed, worst_relative_error
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import nodes
@@ -50,7 +51,7 @@ NORM_LAYERS = ["down_blocks.1.attentions.0.transformer_blocks.0.norm1", "down_bl
 # IA³ (no adapter), LoKr with Tucker on convs (torch.kron of a non-contiguous factor raises; the host logs it
 # and leaves the weight unchanged), BOFT and norms (not checked).
 HOST_AGREES = {"locon", "locon_tucker", "dora_in", "loha", "loha_tucker", "lokr", "lokr_both", "lokr_full",
-               "glora", "full"}
+               "glora", "glora_tucker", "full"}
 
 
 def node(name):
@@ -252,6 +253,31 @@ def test_peft_dora_equals_the_producer(peft_dora, sd15, sd15_clip, strength):
     ours = {**changed(model), **changed(clip.patcher)}
     assert worst_relative_error(ours, on_host(deltas, sd15, strength)) <= TOLERANCE
     assert "lora+dora" in report
+
+
+def test_renamed_spellings_of_the_same_file(loras_dir, lycoris_files, kohya_wrapper_files, peft_dora, sd15,
+                                           sd15_clip):
+    """kohya OFT's `oft_unet_` prefix (same rotation as diag-OFT), transformers ≥ 5.6 text-encoder names without
+    `text_model`, and ai-toolkit's `.magnitude` for PEFT's DoRA magnitude: same tensors, other names."""
+    path, refs = lycoris_files("diag_oft")
+    save_file({k.replace("lycoris_", "oft_unet_", 1): v for k, v in load_file(path).items()},
+              str(loras_dir / "kohya_oft.safetensors"))
+    model, _, _ = apply(sd15, None, "kohya_oft.safetensors", 0.8)
+    assert worst_relative_error(changed(model), on_host(refs[0.8], sd15)) <= TOLERANCE
+
+    path, refs = kohya_wrapper_files("locon")
+    save_file({k.replace("lora_te_text_model_encoder_", "lora_te_encoder_"): v for k, v in load_file(path).items()},
+              str(loras_dir / "kohya_new_te_names.safetensors"))
+    model, clip, _ = apply(sd15, sd15_clip, "kohya_new_te_names.safetensors", -0.5)
+    reference = on_host(refs[-0.5], sd15)
+    assert worst_relative_error({**changed(model), **changed(clip.patcher)}, reference) <= TOLERANCE
+
+    path, deltas = peft_dora
+    metadata = safe_open(path, "pt").metadata()  # PEFT's alpha lives there
+    save_file({k.replace("lora_magnitude_vector", "magnitude").replace(".text_model.", "."): v
+               for k, v in load_file(path).items()}, str(loras_dir / "aitoolkit_dora.safetensors"), metadata)
+    model, clip, _ = apply(sd15, sd15_clip, "aitoolkit_dora.safetensors", 0.8)
+    assert worst_relative_error({**changed(model), **changed(clip.patcher)}, on_host(deltas, sd15, 0.8)) <= TOLERANCE
 
 
 @pytest.fixture(scope="module")
