@@ -12,6 +12,7 @@ semantics.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -57,12 +58,19 @@ class Adapter:
     def linear(self) -> bool:
         return not self.needs_weight
 
+    def on(self, device: torch.device) -> Adapter:
+        """This adapter with its tensors on `device` (the host patches weights where they live)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        moved = {k: v.to(device) for k, v in fields.items() if isinstance(v, torch.Tensor) and v.device != device}
+        return dataclasses.replace(self, **moved) if moved else self
+
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
         w = weight.to(torch.float32)
-        change = self.change(w)
-        if not self.is_dora:
+        adapter = self.on(w.device)
+        change = adapter.change(w)
+        if not adapter.is_dora:
             return change
-        return _decompose(w + change, self.dora_scale, self.magnitude) - w
+        return _decompose(w + change, adapter.dora_scale, adapter.magnitude) - w
 
     def apply_(self, weight: torch.Tensor, strength: float) -> None:
         # DoRA too: strength interpolates the whole decomposed result, W + s·(W_dora − W) (see docs/formats.md).
@@ -238,7 +246,7 @@ def _cayley(blocks: torch.Tensor, constraint: float) -> torch.Tensor:
         norm = torch.norm(q) + 1e-8
         if norm > constraint:
             q = q * constraint / norm
-    eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype)
+    eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
     return (eye + q) @ torch.linalg.inv(eye - q)
 
 
@@ -262,15 +270,16 @@ class OFT(Adapter):
 
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
         w = weight.to(torch.float32)
-        return self.rotated(w, 1.0) - w
+        return self.on(w.device).rotated(w, 1.0) - w
 
     def apply_(self, weight: torch.Tensor, strength: float) -> None:
-        weight.copy_(self.rotated(weight.to(torch.float32), strength).to(weight.dtype))
+        rotated = self.on(weight.device).rotated(weight.to(torch.float32), strength)
+        weight.copy_(rotated.to(weight.dtype))
 
     def rotated(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
         blocks = _f32(self.blocks)
         r = _cayley(blocks, self.constraint * weight.shape[0])
-        eye = torch.eye(blocks.shape[-1])
+        eye = torch.eye(blocks.shape[-1], device=blocks.device)
         r = strength * r + (1 - strength) * eye
         k, b, _ = blocks.shape
         out = torch.einsum("knm,kn...->km...", r, weight.reshape(k, b, *weight.shape[1:])).reshape(weight.shape)
@@ -297,7 +306,7 @@ class BOFT(OFT):
         blocks = _f32(self.blocks)  # [stages, n, b, b]
         stages, _, b, _ = blocks.shape
         r = _cayley(blocks, self.constraint * weight.shape[0])
-        eye = torch.eye(b)
+        eye = torch.eye(b, device=blocks.device)
         x = weight
         for i in range(stages):
             ri = strength * r[i] + (1 - strength) * eye
@@ -319,7 +328,7 @@ class BiasChange:
     kind = "bias"
 
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
-        return _f32(self.bias_delta).reshape(weight.shape)
+        return self.bias_delta.to(weight.device, torch.float32).reshape(weight.shape)
 
     def apply_(self, weight: torch.Tensor, strength: float) -> None:
         weight += (strength * self.delta(weight)).to(weight.dtype)

@@ -29,6 +29,7 @@ HOST_FAMILIES = {
     "sdxl": ("SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B", "SDXL_instructpix2pix"),
     "sd3": ("SD3",),
     "flux": ("Flux", "FluxSchnell", "FluxInpaint", "Chroma"),
+    "chroma": ("Chroma", "Flux", "FluxSchnell"),
 }
 
 

@@ -164,3 +164,22 @@ def test_info_on_a_pickle_and_on_a_header(tmp_path):
     assert (result["format"], result["base"], result["alphas"]) == ("kohya", "sd1", [2.0])
     header = files.read_header(write(tmp_path, "h.safetensors", tensors))
     assert inspect.info(header, read_alphas=False)["alphas"] == []
+
+
+def test_every_adapter_computes_where_the_weight_lives(tmp_path):
+    """The host patches weights on their device (a GPU); adapters keep their tensors on the CPU. On the `meta`
+    device every kind must compute without mixing devices."""
+    from loader import cache
+
+    tensors = lycoris_tensors()
+    tensors.pop("lycoris_l.lora_up.weight")
+    tensors["lycoris_b.lokr_w2_a"], tensors["lycoris_b.lokr_w2_b"] = torch.zeros(8, 2), torch.zeros(2, 8)
+    tensors["lycoris_b.lokr_w1"] = torch.zeros(8, 4)
+    tensors["lycoris_g.oft_blocks"] = torch.zeros(3, 8, 8, 8)
+    loaded = cache.read_lora(write(tmp_path, "all.safetensors", tensors))
+    assert len(loaded.adapters) == 11
+    for key, adapter in loaded.adapters.items():
+        shape = (64,) if key in ("lycoris_i", "lycoris_k") else (64, 32)  # a norm layer, a bias
+        weight = torch.empty(shape, device="meta")
+        assert adapter.delta(weight).device.type == "meta", key
+        adapter.apply_(weight, 0.5)
