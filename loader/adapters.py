@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -345,10 +346,35 @@ def alpha_scale(module: Module, tensors: dict[str, torch.Tensor], rank: int) -> 
     return alpha / rank if alpha else 1.0
 
 
+# kohya's Flux `split_qkv` trains q, k, v (and linear1's mlp) as separate LoRAs of rank r each, then saves them
+# fused: lora_down stacked to 3r (4r) rows, lora_up block-diagonal, alpha unchanged. Trained scale: alpha / r.
+_KOHYA_FLUX_FUSED = re.compile(r"^lora_unet_(?:double_blocks_\d+_(?:img|txt)_attn_qkv|single_blocks_\d+_linear1)$")
+
+
+def split_qkv_parts(module: Module, up: torch.Tensor) -> int:
+    """How many separately trained LoRAs a kohya Flux fused module holds (1 unless its up is block-diagonal)."""
+    if not _KOHYA_FLUX_FUSED.match(module.key) or up.dim() != 2:
+        return 1
+    out, rank = up.shape
+    parts = 3 if module.key.endswith("qkv") else 4
+    if rank % parts or (parts == 3 and out % 3) or (parts == 4 and out % 7):
+        return 1
+    rows = [out // 3] * 3 if parts == 3 else [out // 7] * 3 + [4 * out // 7]
+    starts = [sum(rows[:i]) for i in range(parts)]
+    width = rank // parts
+    for i in range(parts):
+        for j in range(parts):
+            block = up[starts[i]:starts[i] + rows[i], j * width:(j + 1) * width]
+            if i != j and bool(block.any()):
+                return 1
+    return parts
+
+
 def lora_scale(module: Module, tensors: dict[str, torch.Tensor], peft_config: dict | None) -> float:
     """alpha / rank as the producer meant it (kohya: the alpha tensor; PEFT: its saved LoraConfig)."""
     rank = tensors[module.parts["down"]].shape[0]
     if "alpha" in module.parts:
+        rank //= split_qkv_parts(module, tensors[module.parts["up"]])
         return alpha_scale(module, tensors, rank)
     if not peft_config:
         return 1.0
