@@ -8,6 +8,7 @@ Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -15,10 +16,10 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import adapters, cache, files, formats, spec
+from ..loader import adapters, cache, energy, files, formats, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
-from . import folders
+from . import block_presets, folders
 
 log = logging.getLogger("loradeck")
 
@@ -80,6 +81,7 @@ class LoraReport:
     unmatched: list[str] = field(default_factory=list)
     not_understood: int = 0
     note: str = ""
+    resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
     error: str = ""  # set when the LoRA was skipped (skip_unloadable)
 
     def line(self) -> str:
@@ -100,6 +102,8 @@ class LoraReport:
             text += f"; {self.not_understood} tensors in no layout this version understands"
         if self.note:
             text += f"; {self.note}"
+        if self.resolved:
+            text += "\n  " + self.resolved.replace("\n", "\n  ")
         return text
 
 
@@ -129,13 +133,13 @@ def apply_stack(model, clip, entries: list[StackEntry],
     architecture = architecture_of(model) if model is not None else None
     block_map = BlockMap.from_keys(
         architecture or "unknown",
-        list(model.model.state_dict()) if model is not None else [],
+        model.model.state_dict() if model is not None else [],  # shapes let q/k/v/mlp row slices be told apart
         list(clip.cond_stage_model.state_dict()) if clip is not None else [],
     )
     reports = []
     for entry in entries:
         try:
-            weights = spec.parse(entry.blocks, block_map)
+            weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         try:
@@ -147,6 +151,8 @@ def apply_stack(model, clip, entries: list[StackEntry],
             log.warning("LoRA Deck: skipped %s", e)
             reports.append(LoraReport(entry.lora_name, "", (), None, entry.strength_model, entry.strength_clip,
                                       entry.blocks, error=str(e).removeprefix(f"{entry.lora_name}: ")))
+            continue
+        _attach_metadata(loaded.layout.metadata, new_model, new_clip)
     return new_model, new_clip, reports
 
 
@@ -162,11 +168,20 @@ def _load(lora_name: str):
     return loaded
 
 
+def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
+    """As newer hosts' own loader does: the last LoRA's metadata rides on the patchers (LTXV IC-LoRA reads it)."""
+    for patcher in patchers:
+        target = getattr(patcher, "patcher", patcher)  # a CLIP holds its ModelPatcher
+        if target is not None and hasattr(target, "set_attachments"):
+            target.set_attachments("lora_metadata", metadata)
+
+
 def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture) -> LoraReport:
     layout = loaded.layout
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
     groups: dict[tuple[str, float], dict] = {}
+    measured: list[energy.KeyEnergy] = []
     for module_key, adapter in loaded.adapters.items():
         target, host_key = _host_key(module_key, unet_map, clip_map)
         if host_key is not None:
@@ -178,6 +193,23 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.unmatched.append(module_key)
             continue
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        if entry.blocks:
+            measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
+        splittable = getattr(adapter, "linear", False) and getattr(adapter, "up", None) is not None \
+            and getattr(adapter, "mid", None) is None
+        slices = weights.row_slices(model_key, offset) if splittable else None
+        if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
+            first = offset[1] if offset else 0
+            bias_key = _bias_key(model_key)
+            for (dim, start, length), ratio in slices:
+                rows = slice(start - first, start - first + length)
+                part = dataclasses.replace(adapter, up=adapter.up[rows], bias=None)
+                group = groups.setdefault((target, ratio), {})
+                group[(model_key, (dim, start, length))] = DeckPatch({module_key}, [part])
+                if adapter.bias is not None and bias_key is not None:
+                    group[(bias_key, (dim, start, length))] = DeckPatch(
+                        {module_key}, [adapters.BiasChange(adapter.bias[rows])])
+            continue
         ratio = weights.ratio(model_key, offset)
         group = groups.setdefault((target, ratio), {})
         if not isinstance(adapter, adapters.BiasChange):
@@ -201,6 +233,8 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.model_keys += len(accepted)
         else:
             report.clip_keys += len(accepted)
+    if entry.blocks:
+        report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
     if report.unmatched:
         examples = ", ".join(report.unmatched[:3])
         log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
