@@ -156,6 +156,7 @@ def describe(header: Header) -> Layout:
             unused.append(name)
             continue
         key, kind, role = split
+        key = _kohya_key(key)
         grouped.setdefault(key, {})[role] = name
         if kind is not None:
             kinds.setdefault(key, set()).add(kind)
@@ -178,6 +179,15 @@ def describe(header: Header) -> Layout:
         metadata=dict(header.metadata),
         text_encoders=text_encoder_parts(header, modules),
     )
+
+
+_UNDERSCORE_FAMILIES = ("lora_unet_", "lora_te", "lora_prior_", "lycoris_", "lora_transformer_", "oft_unet_")
+
+
+def _kohya_key(key: str) -> str:
+    """kohya-style ids join the model path with `_`; some tools leave dots in them (diffusers' kohya converter
+    on DoRA magnitudes: `lora_unet_…_attn1.to_q.lora_magnitude_vector`; `lora_te1.text_model.…`)."""
+    return key.replace(".", "_") if "." in key and key.startswith(_UNDERSCORE_FAMILIES) else key
 
 
 def _kind_of(kinds: set[str], parts: dict[str, str]) -> str | None:

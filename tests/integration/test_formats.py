@@ -280,6 +280,22 @@ def test_renamed_spellings_of_the_same_file(loras_dir, lycoris_files, kohya_wrap
     assert worst_relative_error({**changed(model), **changed(clip.patcher)}, on_host(deltas, sd15, 0.8)) <= TOLERANCE
 
 
+def test_peft_dora_through_diffusers_kohya_converter(loras_dir, sd15):
+    """convert_state_dict_to_kohya leaves a dot inside DoRA magnitude ids (`…_attn1.to_q.lora_magnitude_vector`)
+    and writes alpha = rank; with lora_alpha = r that alpha is faithful, and the magnitudes must still join."""
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    unet = producers.attach_lora(sd1_unet_like(sd15), ["to_q", "ff.net.2", "conv1"], rank=4, alpha=4, seed=35,
+                                 use_dora=True)
+    converted = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in producers.peft_state_dict(unet).items()})
+    assert any(".to_q.lora_magnitude_vector" in k for k in converted)
+    save_file({k: v.contiguous() for k, v in converted.items()}, str(loras_dir / "kohya_from_peft_dora.safetensors"))
+    model, _, report = apply(sd15, None, "kohya_from_peft_dora.safetensors", -0.5)
+    reference = on_host(producers.reference_deltas(unet), sd15, -0.5)
+    assert worst_relative_error(changed(model), reference) <= TOLERANCE
+    assert "lora+dora" in report and "no layout" not in report
+
+
 @pytest.fixture(scope="module")
 def peft_variants(loras_dir, pack, sd15):
     """PEFT options that change the math: rsLoRA, rank/alpha patterns, lora_B bias."""
