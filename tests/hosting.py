@@ -169,6 +169,35 @@ def mini_clip_sdxl(seed: int = 2):
     return clip
 
 
+TINY_T5 = {"d_ff": 64, "d_kv": 8, "d_model": 32, "num_heads": 4, "num_layers": 2, "vocab_size": 32128,
+           "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "layer_norm_epsilon": 1e-06,
+           "relative_attention_num_buckets": 32, "model_type": "t5"}
+
+
+def mini_clip_flux(seed: int = 3):
+    """A comfy.sd.CLIP with Flux's text encoders: clip_l (12 layers, 64 wide) and t5xxl (2 blocks, 32 wide)."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux
+    import comfy.text_encoders.t5
+
+    class MiniFluxClipModel(comfy.text_encoders.flux.FluxClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (the host's signature)
+            torch.nn.Module.__init__(self)
+            self.clip_l = comfy.sd1_clip.SDClipModel(device=device, dtype=dtype, return_projected_pooled=False,
+                                                     textmodel_json_config=TINY_CLIP_TEXT)
+            self.t5xxl = comfy.sd1_clip.SDClipModel(
+                device=device, dtype=dtype, textmodel_json_config=TINY_T5, special_tokens={"end": 1, "pad": 0},
+                model_class=comfy.text_encoders.t5.T5, model_options={"model_name": "t5xxl"})
+            self.dtypes = {dtype}
+
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.FluxTokenizer, MiniFluxClipModel)
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
+    fill_(clip.cond_stage_model, seed)
+    return clip
+
+
 def patched_state_dict(patcher) -> dict[str, torch.Tensor]:
     """Every weight as the host computes it with the patcher's patches applied (its own calculate_weight)."""
     import comfy.lora

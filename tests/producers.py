@@ -176,6 +176,16 @@ def transformers_clip_g(seed: int = 2):
     return CLIPTextModelWithProjection(config).eval()
 
 
+def transformers_t5(seed: int = 3):
+    """A T5 encoder shaped like hosting.TINY_T5 (the names of T5-XXL: encoder.block.N.layer.0.SelfAttention.q)."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, vocab_size=32128,
+                      feed_forward_proj="gated-gelu")
+    return T5EncoderModel(config).eval()
+
+
 def save_peft(path: str, pipeline: str, **components: Trained) -> str:
     """A diffusers/PEFT file written by `<pipeline>.save_lora_weights` (components: unet, text_encoder, …)."""
     import diffusers

@@ -19,6 +19,7 @@ import producers
 import pytest
 import torch
 from compare import changed, worst_relative_error
+from loader import inspect
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
@@ -275,6 +276,35 @@ def test_flux_kohya_split_qkv(loras_dir, flux):
         @ tensors["lora_unet_double_blocks_1_txt_attn_qkv.lora_down.weight"]) * alpha / 6
     save_file(tensors, str(loras_dir / "flux_kohya_split_qkv.safetensors"))
     check(flux, None, "flux_kohya_split_qkv.safetensors", lambda s: {k: s * v for k, v in reference.items()})
+
+
+@pytest.fixture(scope="module")
+def flux_clip(pack):
+    return hosting.mini_clip_flux(seed=3)
+
+
+def test_flux_text_encoders_clip_l_and_t5(loras_dir, flux, flux_clip, tmp_path):
+    """lycoris.kohya on CLIP-L and T5 (host weights): `lora_te1_` and `lora_te2_` (OneTrainer's T5 prefix);
+    the same file renamed to sd-scripts' `lora_te3_` for T5."""
+    clip_l = producers.copy_weights_(producers.transformers_clip_text(), flux_clip.cond_stage_model.state_dict(),
+                                     {k: "clip_l.transformer." + k for k, _ in
+                                      producers.transformers_clip_text().named_parameters()})
+    t5 = producers.transformers_t5()
+    t5 = producers.copy_weights_(t5, flux_clip.cond_stage_model.state_dict(),
+                                 {k: "t5xxl.transformer." + k for k, _ in t5.named_parameters()})
+    names = producers.module_names(("clip_l.transformer.", clip_l), ("t5xxl.transformer.", t5))
+    preset = producers.lycoris_preset(str(tmp_path / "te.toml"), kohya=True,
+                                      text_modules=["CLIPAttention", "CLIPMLP", "T5Attention", "T5DenseGatedActDense"])
+    network = producers.make_lycoris_kohya([clip_l, t5], torch.nn.Linear(2, 2), "dora_out", seed=85, preset=preset)
+    network.save_weights(str(loras_dir / "flux_te_onetrainer.safetensors"), torch.float32, {})
+    tensors = load_file(str(loras_dir / "flux_te_onetrainer.safetensors"))
+    assert any(k.startswith("lora_te2_encoder_block_1_layer_1_DenseReluDense_wi_0.") for k in tensors)
+    save_file({k.replace("lora_te2_", "lora_te3_"): v for k, v in tensors.items()},
+              str(loras_dir / "flux_te_kohya.safetensors"))
+    reference = producers.lycoris_deltas(network, names, 1.0)  # DoRA: strength interpolates the whole result
+    for name in ("flux_te_onetrainer.safetensors", "flux_te_kohya.safetensors"):
+        check(flux, flux_clip, name, lambda s: {k: s * d for k, d in reference.items()})
+        assert "t5" in inspect.info(loras_dir / name)["text_encoders"]
 
 
 # --- SD3 -----------------------------------------------------------------------------------------------------
