@@ -19,11 +19,11 @@ import producers
 import pytest
 import torch
 from compare import changed, worst_relative_error
-from loader import inspect
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 import nodes
+from loader import inspect
 
 TOLERANCE = 1e-4
 STRENGTHS = (0.8, -0.5)
