@@ -166,8 +166,8 @@ def describe(header: Header) -> Layout:
         if kind is None:
             unused.extend(parts.values())
             continue
-        if kind == "oft" and header.tensors[parts["blocks"]].shape and len(header.tensors[parts["blocks"]].shape) == 4:
-            kind = "boft"
+        if kind == "oft" and len(header.tensors[parts["blocks"]].shape) == 4:
+            kind = "boft"  # butterfly: one set of blocks per stage
         modules[key] = Module(key, kind, parts)
     return Layout(
         family=_family(modules),
