@@ -246,7 +246,7 @@ def detect_base(header: Header, modules: dict[str, Module]) -> str | None:
         return "chroma" if "chroma" in meta else "flux"
     if "joint_blocks" in keys or ("add_q_proj" in keys and "transformer_blocks" in keys):
         return "sd3"
-    if "lora_te2_" in keys or "text_encoder_2" in keys or "clip_g" in keys:
+    if re.search(r"lora_te2_(text_model_)?encoder_layers|text_encoder_2\.|clip_g\.", keys):  # CLIP-G, not T5
         return "sdxl"
     for module in modules.values():
         if re.search(r"attn2[._](processor[._])?to_k$", module.key):

@@ -46,6 +46,8 @@ CASES = {
                     **lora("lora_te1_text_model_encoder_layers_0_self_attn_q_proj", 768, 768),
                     **lora("lora_te3_encoder_block_0_layer_0_SelfAttention_q", 4096, 4096)},
                    "kohya", "flux", ("clip_l", "t5")),
+    "onetrainer_t5_only": (lora("lora_te2_encoder_block_0_layer_1_DenseReluDense_wi_0", 4096, 10240), "kohya",
+                           None, ("t5",)),
     "kohya_sd3": (lora("lora_unet_joint_blocks_0_x_block_attn_qkv", 1536, 4608), "kohya", "sd3", ()),
     "diffusers_sd3": (lora("transformer.transformer_blocks.0.attn.add_q_proj", 1536, 1536, down=".lora_A.weight",
                            up=".lora_B.weight", alpha=False), "peft", "sd3", ()),
