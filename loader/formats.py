@@ -329,6 +329,8 @@ _ALIASES: tuple[tuple[re.Pattern, str], ...] = (
     # transformers ≥ 5.6 dropped CLIPTextModel's `text_model` wrapper; producers on it write keys without it.
     (re.compile(r"^(text_encoder(?:_2)?)\.encoder\.layers\."), r"\1.text_model.encoder.layers."),
     (re.compile(r"^(lora_te\d?)_encoder_layers_"), r"\1_text_model_encoder_layers_"),
+    # Wan Fun files carry a doubled underscore (`lora_unet__blocks_0_…`); the host converts them the same way.
+    (re.compile(r"^lora_unet__"), "lora_unet_"),
     # kohya's networks.oft names its modules like LoRA ones, under another prefix.
     (re.compile(r"^oft_unet_"), "lora_unet_"),
     # PEFT's wrapper prefix (SimpleTuner, fal, old reference scripts) in front of a diffusers path.

@@ -131,6 +131,35 @@ def test_flux_diffusers_split_qkv_onto_fused_weights(flux, flux_peft):
     check(flux, None, "flux_diffusers.safetensors", flux_peft, host_equal=2.0)
 
 
+def flux_diffusers_like(host):
+    """diffusers' Flux transformer carrying the host miniature's weights (fused rows split as the host maps them)."""
+    model = producers.diffusers_flux()
+    names = comfy.utils.flux_to_diffusers(host.model.model_config.unet_config, output_prefix="diffusion_model.")
+    state = host.model.state_dict()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, target in names.items():
+            if key not in params:
+                continue
+            if isinstance(target, str):
+                params[key].copy_(state[target])
+            elif target[1] is not None:
+                params[key].copy_(state[target[0]].narrow(*target[1]))
+            else:
+                params[key].copy_(target[2](state[target[0]]))  # the scale/shift swap is its own inverse
+    return model
+
+
+def test_flux_peft_dora_on_fused_rows(loras_dir, flux, flux_names):
+    """PEFT DoRA on diffusers' split q/k/v: each split's row norms are rows of the host's fused weight."""
+    trained = producers.attach_lora(flux_diffusers_like(flux), ["to_q", "to_k", "add_v_proj", "proj_mlp", "ff.net.2"],
+                                    rank=4, alpha=8, seed=86, use_dora=True)
+    producers.save_peft(str(loras_dir / "flux_peft_dora.safetensors"), "FluxPipeline", transformer=trained)
+    deltas, state = producers.reference_deltas(trained), flux.model.state_dict()
+    report = check(flux, None, "flux_peft_dora.safetensors", lambda s: place(deltas, flux_names, state, s))
+    assert "lora+dora" in report
+
+
 def test_flux_peft_wrapper_prefix(flux, flux_peft):
     report = check(flux, None, "flux_peft_wrapped.safetensors", flux_peft)
     assert "base flux" in report

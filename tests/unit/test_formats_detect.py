@@ -123,6 +123,7 @@ def test_key_candidates_reach_the_host_spellings():
     assert "lora_te1_text_model_encoder_layers_0_mlp_fc1" in formats.key_candidates("lora_te1_encoder_layers_0_mlp_fc1")
     assert "text_encoder.text_model.encoder.layers.0.mlp.fc1" in formats.key_candidates(
         "text_encoder.encoder.layers.0.mlp.fc1")
+    assert "lora_unet_blocks_0_cross_attn_k" in formats.key_candidates("lora_unet__blocks_0_cross_attn_k")
     assert "diffusion_model.joint_blocks.0.x_block.attn.qkv" in formats.key_candidates(
         "joint_blocks.0.x_block.attn.qkv")
 
