@@ -160,10 +160,11 @@ def test_broken_file_stops_the_workflow_before_it_runs(host, case):
 def test_bad_contents_fail_the_node_with_a_clear_message(host, case, monkeypatch):
     monkeypatch.delenv("LORADECK_ALLOW_NONFINITE", raising=False)
     path = case.write(host.folder)
-    error = host.refuses_at_run(loader_prompt(f"hostile/{path.name}"), f"{path.name}: ", "LoraFileError")
-    assert re.match(re.escape(path.name) + ": " + case.problem, error["exception_message"]), error
+    # At run time the message names the LoRA as the workflow does (its path inside the loras folders).
+    error = host.refuses_at_run(loader_prompt(f"hostile/{path.name}"), f"hostile/{path.name}: ", "LoraApplyError")
+    assert re.match(re.escape(f"hostile/{path.name}") + ": " + case.problem, error["exception_message"]), error
     rows = [{"lora": "hostile/good.safetensors", "strength": 0.3}, {"lora": f"hostile/{path.name}", "strength": 1}]
-    host.refuses_at_run(stack_prompt(rows), f"{path.name}: ", "LoraFileError")
+    host.refuses_at_run(stack_prompt(rows), f"hostile/{path.name}: ", "LoraApplyError")
 
 
 def test_folder_named_like_a_lora_is_refused_before_running(host):
@@ -174,8 +175,8 @@ def test_folder_named_like_a_lora_is_refused_before_running(host):
 def test_pickle_payload_never_runs_in_the_host(host, loras_dir):
     canary = corpus.Canary(loras_dir)
     for path in corpus.evil_pickles(host.folder, canary):
-        error = host.refuses_at_run(loader_prompt(f"hostile/{path.name}"), f"{path.name}: is a pickle that would call ",
-                                    "LoraFileError")
+        error = host.refuses_at_run(loader_prompt(f"hostile/{path.name}"),
+                                    f"hostile/{path.name}: is a pickle that would call ", "LoraApplyError")
         assert "; it was refused unopened to keep your machine safe" in error["exception_message"]
         assert not canary.fired()
 
@@ -185,7 +186,7 @@ class TestNonFinite:
         monkeypatch.delenv("LORADECK_ALLOW_NONFINITE", raising=False)
         path = corpus.CONTENT_CASES[1].write(host.folder)
         host.refuses_at_run(loader_prompt(f"hostile/{path.name}"),
-                            f"{path.name}: has NaN or infinite values in 2 tensor(s)", "LoraFileError")
+                            f"hostile/{path.name}: has NaN or infinite values in 2 tensor(s)", "LoraApplyError")
 
     def test_opt_in_applies_it_and_opting_out_refuses_it_again(self, host, monkeypatch, pack):
         tensors = corpus.good_tensors(seed=5)
@@ -197,7 +198,7 @@ class TestNonFinite:
         reads = pack.loader.files.stats.files_opened
         monkeypatch.delenv("LORADECK_ALLOW_NONFINITE")
         host.refuses_at_run(loader_prompt("hostile/inf_optin.safetensors", strength=0.7),
-                            "inf_optin.safetensors: has NaN or infinite values in 1 tensor(s)")
+                            "hostile/inf_optin.safetensors: has NaN or infinite values in 1 tensor(s)")
         assert pack.loader.files.stats.files_opened <= reads + 1  # the good file of still_works, at most
 
 
@@ -208,7 +209,8 @@ def test_shapes_that_do_not_fit_the_model(host):
     host.refuses_at_run(loader_prompt("hostile/full_size_sd1.safetensors"),
                         "hostile/full_size_sd1.safetensors: its shapes do not fit this model; "
                         "is it made for another model? "
-                        f"(e.g. {corpus.SD15_MODULE}: it changes 245760 values, the model's weight [32, 64] has 2048)",
+                        f"(e.g. {corpus.SD15_MODULE}: its change does not fit the model's weight [32, 64] "
+                        "(shape '[32, 64]' is invalid for input of size 245760))",
                         "LoraApplyError")
 
 
@@ -237,7 +239,7 @@ def test_lora_for_another_architecture(host):
 def test_duplicate_module_in_two_styles(host):
     path = corpus.CONTENT_CASES[2].write(host.folder)
     host.refuses_at_run(loader_prompt(f"hostile/{path.name}"),
-                        f"{path.name}: module '{corpus.SD15_MODULE}' is given twice", "LoraFileError")
+                        f"hostile/{path.name}: module '{corpus.SD15_MODULE}' is given twice", "LoraApplyError")
 
 
 def test_two_hundred_loras_in_one_stack(host):
@@ -322,3 +324,16 @@ def test_hostile_block_specs(host, blocks):
     assert len(error["exception_message"]) < 1000
     rows = [{"lora": "hostile/good.safetensors", "strength": 0.5, "blocks": blocks}]
     host.refuses_at_run(stack_prompt(rows), "hostile/good.safetensors: block weights: ", "LoraApplyError")
+
+
+def test_shape_check_covers_every_adapter_type(host):
+    # A LoHa (LyCORIS) with a real SD1 LoRA's widths on the miniature model: checked by its own math, on meta.
+    m = corpus.SD15_MODULE
+    loha = {f"{m}.hada_w1_a": torch.randn(320, 2), f"{m}.hada_w1_b": torch.randn(2, 768),
+            f"{m}.hada_w2_a": torch.randn(320, 2), f"{m}.hada_w2_b": torch.randn(2, 768),
+            f"{m}.alpha": torch.tensor(2.0)}
+    (host.folder / "loha_full_size.safetensors").write_bytes(save(loha))
+    error = host.refuses_at_run(loader_prompt("hostile/loha_full_size.safetensors"),
+                                "hostile/loha_full_size.safetensors: its shapes do not fit this model",
+                                "LoraApplyError")
+    assert "the model's weight [32, 64]" in error["exception_message"]
