@@ -41,10 +41,15 @@ class LoadedLora:
     @cached_property
     def adapters(self) -> dict[str, adapters.Adapter | adapters.BiasChange]:
         configs = formats.peft_alphas(self.layout.metadata)
-        return {
-            key: adapters.build(module, self.tensors, configs.get(key.split(".", 1)[0], configs.get("")))
-            for key, module in self.layout.modules.items()
-        }
+        built = {}
+        for key, module in self.layout.modules.items():
+            try:
+                built[key] = adapters.build(module, self.tensors, configs.get(key.split(".", 1)[0], configs.get("")))
+            except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:  # shapes its math cannot use
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                problem = f"module {key!r} ({module.kind}) cannot be used: {reason}"
+                raise files.LoraFileError(self.path, problem) from None
+        return built
 
 
 def read_lora(path: str) -> LoadedLora:
@@ -56,7 +61,9 @@ def read_lora(path: str) -> LoadedLora:
         header = files.read_header(path)
         tensors = files.read_tensors(header)
     nonfinite = tuple(files.nonfinite_tensors(tensors))
-    return LoadedLora(path, identity, header, formats.describe(header), tensors, nonfinite)
+    loaded = LoadedLora(path, identity, header, formats.describe(header), tensors, nonfinite)
+    _ = loaded.adapters  # a module that cannot be built refuses the file now, before it is cached
+    return loaded
 
 
 _DTYPE_NAMES = {dtype: name for name, dtype in files.DTYPES.items()}

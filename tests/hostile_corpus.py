@@ -77,6 +77,11 @@ def _two_styles(path: Path) -> None:
     path.write_bytes(save(tensors))
 
 
+def _adapter_math_refuses(path: Path) -> None:
+    # IA³ whose on_input flag holds no value: the header is sound, the adapter's math cannot use it.
+    path.write_bytes(save({f"{SD15_MODULE}.weight": torch.ones(SD15_OUT), f"{SD15_MODULE}.on_input": torch.ones(0)}))
+
+
 def _bytes(data: bytes) -> Callable[[Path], None]:
     return lambda path: path.write_bytes(data)
 
@@ -146,6 +151,8 @@ CONTENT_CASES = [
     Case("two_styles", _two_styles,
          rf"module '{SD15_MODULE}' is given twice: '{SD15_MODULE}\.lora_(A|down)\.weight' and "
          rf"'{SD15_MODULE}\.lora_(A|down)\.weight'"),
+    Case("adapter_math_refuses", _adapter_math_refuses,
+         rf"module '{SD15_MODULE}' \(ia3\) cannot be used: a Tensor with 0 elements cannot be converted to Scalar"),
 ]
 
 DIRECTORY_CASE = Case("folder", _directory, r"is a folder, not a file")
