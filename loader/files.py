@@ -6,6 +6,7 @@ anything is allocated, and pickles are only ever opened with torch's weights-onl
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -140,7 +141,7 @@ def _tensor_info(path: str, name: str, entry: object, data_start: int, data_size
 
 def _check_no_overlap(path: str, tensors: dict[str, TensorInfo]) -> None:
     spans = sorted((t.start, t.end, name) for name, t in tensors.items() if t.end > t.start)
-    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
         if start < end:
             raise LoraFileError(path, f"tensors {a!r} and {b!r} overlap in the file")
 

@@ -1,0 +1,1 @@
+"""Host-independent LoRA core: torch, safetensors and numpy only; never imports comfy."""

@@ -1,0 +1,16 @@
+"""LoRA Deck's nodes, registered with the host through the V3 extension entry point."""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension
+
+from . import lora_nodes
+
+
+class LoraDeckExtension(ComfyExtension):
+    async def get_node_list(self):
+        return list(lora_nodes.NODES)
+
+
+async def comfy_entrypoint() -> LoraDeckExtension:
+    return LoraDeckExtension()

@@ -1,0 +1,100 @@
+"""The three contract nodes: LoraDeckLoader, LoraDeckStack, LoraDeckApply (ids never change)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..loader import stack
+from . import folders, patching
+
+CATEGORY = "loaders/LoRA Deck"
+LORA_STACK = io.Custom("LORA_STACK")
+LORADECK_ROWS = io.Custom("LORADECK_ROWS")
+
+
+def _strength(name: str, tooltip: str, optional: bool = False):
+    return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, optional=optional, tooltip=tooltip)
+
+
+class LoraDeckLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoraDeckLoader",
+            display_name="LoRA Deck Loader",
+            category=CATEGORY,
+            description="Apply one LoRA of any format to a model (and text encoder), with optional block weights.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Combo.Input("lora_name", options=folders.lora_names()),
+                _strength("strength_model", "Multiplier on the LoRA's change to the diffusion model."),
+                io.Clip.Input("clip", optional=True),
+                _strength("strength_clip", "Multiplier on the LoRA's change to the text encoder.", optional=True),
+                io.String.Input("block_weights", default="", optional=True,
+                                tooltip="Empty = every block 1.0. A1111 vectors, presets or IN04=0, OUT*=0.5."),
+            ],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name):
+        return folders.validation_error(lora_name)
+
+    @classmethod
+    def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights=""):
+        entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
+        new_model, new_clip, reports = patching.apply_stack(model, clip, [entry])
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
+
+
+class LoraDeckStack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoraDeckStack",
+            display_name="LoRA Deck Stack",
+            category=CATEGORY,
+            description="Rows of LoRAs, each with model and clip strength, a toggle and block weights. "
+                        "Extends an incoming LORA_STACK from any pack.",
+            inputs=[
+                LORA_STACK.Input("lora_stack", optional=True),
+                LORADECK_ROWS.Input("rows", optional=True),
+            ],
+            outputs=[LORA_STACK.Output(display_name="LORA_STACK")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, rows=None):
+        try:
+            for row in stack.rows_from_value(rows):
+                if row.on and row.lora:
+                    folders.resolve(row.lora)
+        except (stack.StackError, ValueError) as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, lora_stack=None, rows=None):
+        return io.NodeOutput(stack.build_stack(lora_stack, stack.rows_from_value(rows)))
+
+
+class LoraDeckApply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoraDeckApply",
+            display_name="LoRA Deck Apply Stack",
+            category=CATEGORY,
+            description="Apply a LORA_STACK (from LoRA Deck or any other pack) to a model and text encoder.",
+            inputs=[io.Model.Input("model"), LORA_STACK.Input("lora_stack"), io.Clip.Input("clip", optional=True)],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_stack, clip=None):
+        entries = stack.entries_from_stack(lora_stack)
+        new_model, new_clip, reports = patching.apply_stack(model, clip, entries)
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
+
+
+NODES = [LoraDeckLoader, LoraDeckStack, LoraDeckApply]

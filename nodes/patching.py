@@ -1,0 +1,185 @@
+"""A stack of LoRAs registered on clones of the host's MODEL and CLIP as the host's own weight patches.
+
+Key maps come from the live model (`comfy.lora.model_lora_keys_*`), so every architecture the host knows
+is covered. Each module's adapter sits in a `DeckPatch`, a host weight adapter that computes its change
+in fp32 when the host patches the weight; one `add_patches` call per (patcher, strength × block ratio).
+Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatching keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import comfy.lora
+import torch
+from comfy.weight_adapter.base import WeightAdapterBase
+
+from ..loader import cache, formats, spec
+from ..loader.blocks import BlockMap
+from ..loader.stack import StackEntry
+from . import folders
+
+log = logging.getLogger("loradeck")
+
+# The host's model classes, by the base-architecture names the loader detects from a LoRA file.
+HOST_FAMILIES = {
+    "sd1": ("SD15", "SD15_instructpix2pix"),
+    "sd2": ("SD20", "SD21UnclipL", "SD21UnclipH", "SD20_instructpix2pix"),
+    "sdxl": ("SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B", "SDXL_instructpix2pix"),
+    "sd3": ("SD3",),
+    "flux": ("Flux", "FluxSchnell", "FluxInpaint", "Chroma"),
+}
+
+
+class LoraApplyError(RuntimeError):
+    """A LoRA that cannot be applied to this model; the message names the file and the reason."""
+
+
+class DeckPatch(WeightAdapterBase):
+    """One module's adapter as a host weight patch; the host passes strength × block ratio as `strength`."""
+
+    name = "loradeck"
+
+    def __init__(self, loaded_keys: set[str], weights: list):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        adapter = self.weights[0]
+        if function is None:
+            function = _identity
+        if adapter.linear:
+            change = strength * adapter.delta(weight)
+        else:
+            result = weight.to(torch.float32, copy=True)
+            adapter.apply_(result, strength)
+            change = result - weight.to(torch.float32)
+        weight += function(change).to(weight.dtype)
+        return weight
+
+
+def _identity(x):
+    return x
+
+
+@dataclass
+class LoraReport:
+    name: str
+    family: str
+    kinds: tuple[str, ...]
+    base: str | None
+    strength_model: float
+    strength_clip: float
+    blocks: str
+    model_keys: int = 0
+    clip_keys: int = 0
+    skipped_text_encoder: int = 0
+    unmatched: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def line(self) -> str:
+        kinds = "+".join(self.kinds) or "no adapters"
+        text = (f"{self.name}: {self.family} {kinds}, base {self.base or 'unknown'}; "
+                f"model {self.strength_model:g} → {self.model_keys} weights, "
+                f"clip {self.strength_clip:g} → {self.clip_keys} weights")
+        if self.blocks:
+            text += f"; blocks {self.blocks!r}"
+        if self.skipped_text_encoder:
+            text += f"; {self.skipped_text_encoder} text-encoder modules skipped (no CLIP connected)"
+        if self.unmatched:
+            text += f"; {len(self.unmatched)} modules matched nothing in this model"
+        if self.note:
+            text += f"; {self.note}"
+        return text
+
+
+def architecture_of(model) -> str:
+    return type(model.model.model_config).__name__
+
+
+def _mismatch_note(base: str | None, architecture: str | None) -> str:
+    if base is None or architecture is None or base not in HOST_FAMILIES:
+        return ""
+    if architecture in HOST_FAMILIES[base]:
+        return ""
+    return f"this is a {base.upper()} LoRA but the model is {architecture}"
+
+
+def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object, list[LoraReport]]:
+    """Clones of model and clip with every entry's patches added, and a report per entry."""
+    new_model = model.clone() if model is not None else None
+    new_clip = clip.clone() if clip is not None else None
+    unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
+    clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
+    architecture = architecture_of(model) if model is not None else None
+    block_map = BlockMap.from_keys(
+        architecture or "unknown",
+        list(model.model.state_dict()) if model is not None else [],
+        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
+    )
+    reports = []
+    for entry in entries:
+        loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
+        try:
+            weights = spec.parse(entry.blocks, block_map)
+        except spec.SpecError as e:
+            raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
+        reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
+    return new_model, new_clip, reports
+
+
+def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture) -> LoraReport:
+    layout = loaded.layout
+    report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
+                        entry.strength_model, entry.strength_clip, entry.blocks)
+    groups: dict[tuple[str, float], dict] = {}
+    for module_key, adapter in loaded.adapters.items():
+        target, host_key = _host_key(module_key, unet_map, clip_map)
+        if host_key is not None:
+            pass
+        elif layout.modules[module_key].is_text_encoder and new_clip is None:
+            report.skipped_text_encoder += 1
+            continue
+        else:
+            report.unmatched.append(module_key)
+            continue
+        model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        ratio = weights.ratio(model_key, offset)
+        groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
+    for (target, ratio), patches in groups.items():
+        patcher, strength = (new_model, entry.strength_model) if target == "model" else (new_clip, entry.strength_clip)
+        if strength * ratio == 0:
+            continue
+        accepted = patcher.add_patches(patches, strength * ratio)
+        if target == "model":
+            report.model_keys += len(accepted)
+        else:
+            report.clip_keys += len(accepted)
+    report.note = _mismatch_note(layout.base, architecture)
+    matched = sum(len(p) for p in groups.values())
+    if matched == 0 and report.unmatched:
+        reason = report.note or f"none of its {len(loaded.adapters)} modules match this model's weights"
+        raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
+    if report.unmatched:
+        examples = ", ".join(report.unmatched[:3])
+        log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
+                    entry.lora_name, len(report.unmatched), len(loaded.adapters), examples,
+                    f"; {report.note}" if report.note else "")
+    elif report.note:
+        log.warning("LoRA Deck: %s: %s", entry.lora_name, report.note)
+    return report
+
+
+def _host_key(module_key: str, unet_map: dict, clip_map: dict):
+    for candidate in formats.key_candidates(module_key):
+        if candidate in unet_map:
+            return "model", unet_map[candidate]
+        if candidate in clip_map:
+            return "clip", clip_map[candidate]
+    return None, None
+
+
+def report_text(reports: list[LoraReport]) -> str:
+    return "\n".join(r.line() for r in reports) or "no LoRAs applied"

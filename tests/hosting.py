@@ -1,0 +1,193 @@
+"""The real ComfyUI host, in-process, for tests, demos and benchmarks.
+
+`boot()` imports the host from COMFYUI_PATH on the CPU, points its loras folder at a folder of ours,
+loads the built-in nodes and this pack through the host's own custom-node loader, and returns the pack's
+module. The `mini_*` builders make structurally faithful miniature models from the host's own classes:
+real levels, blocks and transformer depths, tiny widths, every parameter filled from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+COMFYUI_PATH = Path(os.environ.get("COMFYUI_PATH") or REPO / ".host" / "ComfyUI").resolve()
+_state: dict[str, object] = {}
+
+
+def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True):
+    """Import and initialise the host once per process; return this pack's module as the host loaded it."""
+    if "pack" not in _state:
+        if not (COMFYUI_PATH / "comfy").is_dir():
+            raise RuntimeError(f"No ComfyUI at {COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH")
+        sys.path.insert(0, str(COMFYUI_PATH))
+        import comfy.options
+
+        comfy.options.enable_args_parsing(False)
+        import comfy.cli_args
+
+        comfy.cli_args.args.cpu = True
+        import comfy.model_management
+
+        import nodes
+
+        logging.getLogger().setLevel(logging.WARNING)
+        if builtin_nodes:
+            asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        if not asyncio.run(nodes.load_custom_node(str(REPO))):
+            raise RuntimeError("the host failed to load LoRA Deck; see the log above")
+        _state["pack"] = sys.modules[str(REPO).replace(".", "_x_")]
+    if loras_dir is not None:
+        set_loras_dir(loras_dir)
+    return _state["pack"]
+
+
+def set_loras_dir(*dirs: str | os.PathLike) -> None:
+    import folder_paths
+
+    _, extensions = folder_paths.folder_names_and_paths["loras"]
+    folder_paths.folder_names_and_paths["loras"] = ([str(d) for d in dirs], extensions)
+    folder_paths.filename_list_cache.pop("loras", None)
+
+
+def fill_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """Fill every parameter and buffer of floating type from a seeded generator (the host's ops leave them empty)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * scale)
+    return module
+
+
+SD15_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "model_channels": 32, "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 64, "num_heads": 8,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+SDXL_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 32,
+    "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
+    "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+    "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+TINY_CLIP_TEXT = {
+    "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
+    "eos_token_id": 49407, "hidden_act": "quick_gelu", "hidden_size": 64, "initializer_factor": 1.0,
+    "initializer_range": 0.02, "intermediate_size": 128, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+    "model_type": "clip_text_model", "num_attention_heads": 4, "num_hidden_layers": 12, "pad_token_id": 1,
+    "projection_dim": 64, "torch_dtype": "float32", "vocab_size": 49408,
+}
+
+
+def _patcher(model: torch.nn.Module):
+    import comfy.model_patcher
+
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def mini_model(family: str = "SD15", seed: int = 0, unet_config: dict | None = None):
+    """A ModelPatcher around a miniature diffusion model of the host's class `family` (SD15, SDXL, …)."""
+    import comfy.supported_models
+
+    config = dict(unet_config or {"SD15": SD15_UNET, "SDXL": SDXL_UNET}[family])
+    model_config = getattr(comfy.supported_models, family)(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    return _patcher(fill_(model, seed))
+
+
+def mini_clip_sd1(seed: int = 1, text_config: dict | None = None):
+    """A comfy.sd.CLIP with the SD1 text encoder's structure (12 layers, CLIP-L key names), 64 wide."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    encoder = functools.partial(comfy.sd1_clip.SDClipModel, textmodel_json_config=text_config or TINY_CLIP_TEXT)
+    target = comfy.supported_models_base.ClipTarget(
+        comfy.sd1_clip.SD1Tokenizer, functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=encoder))
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
+    fill_(clip.cond_stage_model, seed)
+    return clip
+
+
+def patched_state_dict(patcher) -> dict[str, torch.Tensor]:
+    """Every weight as the host computes it with the patcher's patches applied (its own calculate_weight)."""
+    import comfy.lora
+
+    base = patcher.model.state_dict()
+    out = {}
+    for key, weight in base.items():
+        patches = patcher.patches.get(key)
+        if not patches:
+            out[key] = weight.detach().clone()
+            continue
+        out[key] = comfy.lora.calculate_weight(patches, weight.detach().to(torch.float32).clone(), key)
+    return out
+
+
+class _ServerStub:
+    """What the host's executor needs of a server when no server runs: it records the messages."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata: dict = {}
+        self.messages: list[tuple[str, object]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+class PromptFailed(AssertionError):
+    pass
+
+
+class Executor:
+    """The host's own PromptExecutor, kept across runs so its output cache behaves as in the real server."""
+
+    def __init__(self):
+        import execution
+
+        self.server = _ServerStub()
+        self.executor = execution.PromptExecutor(
+            self.server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+        self.runs = 0
+
+    def run(self, prompt: dict) -> dict:
+        """Validate and execute an API-format prompt; return the history outputs or raise with the host's errors."""
+        import execution
+
+        self.runs += 1
+        prompt_id = f"test-{self.runs}"
+        valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            raise PromptFailed(f"invalid prompt: {valid[1]} {valid[3]}")
+        self.server.messages.clear()
+        self.executor.execute(prompt, prompt_id, extra_data={"client_id": "tests"}, execute_outputs=valid[2])
+        if not self.executor.success:
+            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
+            raise PromptFailed(f"execution failed: {errors}")
+        return self.executor.history_result["outputs"]
+
+    def executed_nodes(self) -> list[str]:
+        return [data["node"] for event, data in self.server.messages if event == "executing" and data.get("node")]
