@@ -23,6 +23,7 @@ from aiohttp import web
 from ..loader import hashes, names
 from ..loader.files import LoraFileError
 from ..loader.info import lora_facts
+from . import folders
 
 PREFIX = "/loradeck"
 MAX_NAME_CHARS = 1024
@@ -31,17 +32,13 @@ _log = logging.getLogger("loradeck")
 
 
 class LoraFolders:
-    """The host's loras folders and the LoRA names it lists in them (folder_paths, read at each call)."""
+    """The host's loras folders and the LoRA names it lists in them, read at each call."""
 
     def roots(self) -> list[str]:
-        import folder_paths
-
-        return list(folder_paths.get_folder_paths("loras"))
+        return list(folders.lora_roots())
 
     def names(self) -> list[str]:
-        import folder_paths
-
-        return [n.replace("\\", "/") for n in folder_paths.get_filename_list("loras")]
+        return [n.replace("\\", "/") for n in folders.lora_names()]
 
     def hash_store(self) -> str | None:
         import folder_paths

@@ -4,7 +4,7 @@
 // paste, subgraph and undo step without any code of ours on those paths.
 import { BASE_TO_LAYOUT } from "./blocks.js";
 import { graphChanged, toast } from "./comfy.js";
-import { el } from "./dom.js";
+import { el, icon } from "./dom.js";
 import { blockEditor } from "./editor.js";
 import { baseLabel, openInfo } from "./info.js";
 import { openPicker } from "./picker.js";
@@ -67,12 +67,16 @@ export function rowsWidget(node, inputName) {
     return 70 + rows.length * 30 + (editing ? 380 : 0) + missing.size * 26;
   }
 
+  // Size the node to its rows now (layout is synchronous once the widget is in the page), so a
+  // change and the node's new size are one undo step; before it is in the page, retry next frame.
   function fit() {
-    requestAnimationFrame(() => {
-      const [w, h] = node.computeSize();
-      node.setSize([Math.max(node.size[0], w), h]);
-      node.setDirtyCanvas(true, true);
-    });
+    if (!content.isConnected) {
+      requestAnimationFrame(() => content.isConnected && fit());
+      return;
+    }
+    const [w, h] = node.computeSize();
+    if (Math.abs(node.size[1] - h) > 1 || node.size[0] < w) node.setSize([Math.max(node.size[0], w), h]);
+    node.setDirtyCanvas(true, true);
   }
 
   function changed({ rerender = false } = {}) {
@@ -80,14 +84,21 @@ export function rowsWidget(node, inputName) {
     graphChanged(node);
   }
 
-  function setLora(row, name) {
+  // The row remembers its file's SHA-256 so a moved or renamed file can be found again. A file hashed
+  // before (or small) answers at once and the hash lands in the same undo step as the pick; a big new
+  // file is hashed in the background and its hash joins the next saved state.
+  async function setLora(row, name, sha256 = null) {
     row.lora = name;
-    delete row.sha256;
     missing.delete(row);
-    // The hash is remembered in the row so a moved or renamed file can be found again.
-    loraHash(name).then((h) => {
+    if (sha256) {
+      row.sha256 = sha256;
+      return;
+    }
+    delete row.sha256;
+    const hashed = loraHash(name).then((h) => {
       if (row.lora === name) row.sha256 = h.sha256;
     }, () => {});
+    await Promise.race([hashed, new Promise((resolve) => setTimeout(resolve, 500))]);
   }
 
   async function checkMissing() {
@@ -114,7 +125,7 @@ export function rowsWidget(node, inputName) {
     }
     const old = row.lora;
     if (matches.length === 1) {
-      setLora(row, matches[0]);
+      await setLora(row, matches[0], row.sha256);
       toast("success", "LoRA re-linked", `${old} → ${matches[0]} (same SHA-256)`);
       changed({ rerender: true });
       return;
@@ -124,8 +135,8 @@ export function rowsWidget(node, inputName) {
       : row.sha256 ? `No file has the SHA-256 of ${old}; pick its replacement` : `Pick the file to use for ${old}`;
     openPicker({
       anchor, current: old, only: matches.length ? matches : null, note,
-      onPick: (name) => {
-        setLora(row, name);
+      onPick: async (name) => {
+        await setLora(row, name);
         changed({ rerender: true });
       },
     });
@@ -134,9 +145,9 @@ export function rowsWidget(node, inputName) {
   function addRow(anchor) {
     openPicker({
       anchor, current: rows.at(-1)?.lora,
-      onPick: (name) => {
+      onPick: async (name) => {
         const row = { on: true, lora: "", strength: 1, clip_strength: null, blocks: "" };
-        setLora(row, name);
+        await setLora(row, name);
         rows.push(row);
         changed({ rerender: true });
       },
@@ -198,7 +209,7 @@ export function rowsWidget(node, inputName) {
     } else badge.textContent = row.lora ? "—" : "";
     const linked = row.clip_strength === null;
     const line = el("div.ld-row-line", {},
-      el("span.ld-handle", { title: "Drag to reorder", onpointerdown: (e) => startDrag(e, index) }, "⠿"),
+      el("span.ld-handle", { title: "Drag to reorder", onpointerdown: (e) => startDrag(e, index) }, icon("grip")),
       el("input.ld-on", {
         type: "checkbox", checked: row.on, title: "Use this LoRA",
         onchange: (e) => {
@@ -210,8 +221,8 @@ export function rowsWidget(node, inputName) {
         title: row.lora || "Choose a LoRA",
         onclick: (e) => openPicker({
           anchor: e.currentTarget, current: row.lora,
-          onPick: (picked) => {
-            setLora(row, picked);
+          onPick: async (picked) => {
+            await setLora(row, picked);
             changed({ rerender: true });
           },
         }),
@@ -225,7 +236,7 @@ export function rowsWidget(node, inputName) {
           row.clip_strength = linked ? row.strength : null;
           changed({ rerender: true });
         },
-      }, linked ? "⛓" : "✂"),
+      }, icon(linked ? "link" : "unlink")),
       linked ? null : strengthInput(row, "clip_strength", "CLIP strength"),
       el("button.ld-icon.ld-blocks" + (row.blocks ? ".ld-set" : ""), {
         title: row.blocks ? `Block weights: ${row.blocks}` : "Block weights (all 1.0)",
@@ -233,8 +244,8 @@ export function rowsWidget(node, inputName) {
           editing = editing === row ? null : row;
           render();
         },
-      }, "▦"),
-      el("button.ld-icon.ld-info-btn", { title: "LoRA info", disabled: !row.lora, onclick: () => openInfo(row.lora) }, "ⓘ"),
+      }, icon("blocks")),
+      el("button.ld-icon.ld-info-btn", { title: "LoRA info", disabled: !row.lora, onclick: () => openInfo(row.lora) }, icon("info")),
       el("button.ld-icon.ld-remove", {
         title: "Remove this row",
         onclick: () => {
@@ -242,7 +253,7 @@ export function rowsWidget(node, inputName) {
           if (editing === row) editing = null;
           changed({ rerender: true });
         },
-      }, "✕"));
+      }, icon("close")));
     const view = el("div.ld-row" + (row.on ? "" : ".ld-row-off") + (missing.has(row) ? ".ld-row-missing" : ""),
       { dataset: { index } }, line);
     if (missing.has(row)) {

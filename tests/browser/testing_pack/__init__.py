@@ -4,7 +4,8 @@
 import importlib.util
 from pathlib import Path
 
-_spec = importlib.util.spec_from_file_location("loradeck_test_hosting", Path(__file__).resolve().parents[2] / "hosting.py")
+_HOSTING = Path(__file__).resolve().parents[2] / "hosting.py"
+_spec = importlib.util.spec_from_file_location("loradeck_test_hosting", _HOSTING)
 hosting = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(hosting)
 

@@ -1,0 +1,55 @@
+"""Helpers that drive the ComfyUI frontend page: add nodes, find a node's rows widget, read values."""
+
+from __future__ import annotations
+
+APP = "window.comfyAPI.app.app"
+
+
+def add_node(page, node_type: str, pos=(80, 80)) -> int:
+    return page.evaluate(
+        f"""([type, pos]) => {{
+            const node = window.LiteGraph.createNode(type);
+            node.pos = pos;
+            {APP}.graph.add(node);
+            {APP}.canvas.setDirty(true, true);
+            return node.id;
+        }}""", [node_type, list(pos)])
+
+
+def rows_of(page, node_id) -> list[dict]:
+    return page.evaluate(
+        f"(id) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value", node_id)
+
+
+def set_rows(page, node_id, rows: list[dict]) -> None:
+    page.evaluate(f"([id, rows]) => {{ {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value = rows; }}",
+                  [node_id, rows])
+
+
+def rows_widget(page, node_id):
+    """A locator for the node's rows widget element (marked with a test id on the fly)."""
+    page.evaluate(
+        f"(id) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').element"
+        ".setAttribute('data-testid', 'rows-' + id)", node_id)
+    return page.get_by_test_id(f"rows-{node_id}")
+
+
+def node_ids(page, node_type: str) -> list[int]:
+    return page.evaluate(f"(t) => {APP}.graph.nodes.filter(n => n.type === t).map(n => n.id)", node_type)
+
+
+def pick(page, anchor, query: str) -> None:
+    """Open the picker from `anchor`, type a search and take the first hit."""
+    anchor.click()
+    search = page.locator(".ld-picker .ld-search")
+    search.fill(query)
+    page.locator(".ld-picker .ld-item.ld-active").wait_for()
+    search.press("Enter")
+    page.locator(".ld-picker").wait_for(state="detached")
+
+
+def wait_hashes(page, node_id, count: int) -> None:
+    """Wait until `count` rows carry the SHA-256 the widget fetches after a pick."""
+    page.wait_for_function(
+        f"([id, n]) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value"
+        ".filter(r => r.sha256).length >= n", arg=[node_id, count], timeout=30_000)
