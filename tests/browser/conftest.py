@@ -7,6 +7,7 @@ loras folder holds small real LoRA files (fixtures.py). Screenshots go to test-a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import fixtures  # noqa: E402
+import fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 COMFYUI_PATH = Path(os.environ.get("COMFYUI_PATH") or REPO / ".host" / "ComfyUI").resolve()
@@ -99,7 +100,7 @@ def server(tmp_path_factory):
     settings.write_text(json.dumps(USER_SETTINGS))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    log = open(ARTIFACTS / "server.log", "w")
+    log = open(ARTIFACTS / "server.log", "w")  # noqa: SIM115 (the server writes to it until teardown)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
@@ -156,10 +157,8 @@ def page(server, browser, request):
     pg.errors = errors
     yield pg
     name = request.node.name.replace("/", "_")
-    try:
+    with contextlib.suppress(Exception):  # the screenshot is an aid, never the verdict
         pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    except Exception:  # the screenshot is an aid, never the verdict
-        pass
     context.close()
 
 

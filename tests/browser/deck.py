@@ -22,8 +22,9 @@ def rows_of(page, node_id) -> list[dict]:
 
 
 def set_rows(page, node_id, rows: list[dict]) -> None:
-    page.evaluate(f"([id, rows]) => {{ {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value = rows; }}",
-                  [node_id, rows])
+    page.evaluate(
+        f"([id, rows]) => {{ {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value = rows; }}",
+        [node_id, rows])
 
 
 def rows_widget(page, node_id):

@@ -185,7 +185,7 @@ def test_save_and_load_workflow(page, server):
     stack_with_rows(page)
     saved = page.evaluate(f"() => JSON.stringify({APP}.graph.serialize())")
     workflow = json.loads(saved)
-    stored = [n for n in workflow["nodes"] if n["type"] == "LoraDeckStack"][0]["widgets_values"]
+    stored = next(n for n in workflow["nodes"] if n["type"] == "LoraDeckStack")["widgets_values"]
     assert stored == [ROWS]
     page.evaluate(f"() => {APP}.graph.clear()")
     page.evaluate(f"(wf) => {APP}.loadGraphData(JSON.parse(wf))", saved)
@@ -198,8 +198,9 @@ def test_page_reload_keeps_rows(page, server):
     page.evaluate(f"() => {APP}.extensionManager.workflow.activeWorkflow.changeTracker.checkState()")
     page.wait_for_timeout(500)  # the frontend stores the open workflow for a reload
     page.reload()
-    page.wait_for_function(f"() => window.__loradeckRegistered && {APP}.graph?.nodes?.some(n => n.type === 'LoraDeckStack')",
-                           timeout=90_000)
+    page.wait_for_function(
+        f"() => window.__loradeckRegistered && {APP}.graph?.nodes?.some(n => n.type === 'LoraDeckStack')",
+        timeout=90_000)
     assert _rows_by_type(page) == [ROWS]
 
 
@@ -226,7 +227,8 @@ def test_api_prompt_export_and_import(page, server):
     page.wait_for_function(f"() => {APP}.graph.nodes.some(n => n.type === 'LoraDeckStack')")
     assert _rows_by_type(page) == [ROWS]
     again = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
-    assert [n for n in again.values() if n["class_type"] == "LoraDeckStack"][0]["inputs"]["rows"] == {"__value__": ROWS}
+    exported = next(n for n in again.values() if n["class_type"] == "LoraDeckStack")
+    assert exported["inputs"]["rows"] == {"__value__": ROWS}
 
 
 def test_subgraph(page, server):
@@ -274,7 +276,8 @@ def test_queue_runs_on_the_server(page, server):
         {"on": False, "lora": "characters/delta_hero.safetensors", "strength": 1, "clip_strength": None, "blocks": ""},
     ]
     ids = page.evaluate(f"""(rows) => {{
-        const make = (type, pos) => {{ const n = LiteGraph.createNode(type); n.pos = pos; {APP}.graph.add(n); return n; }};
+        const make = (type, pos) => {{
+            const n = LiteGraph.createNode(type); n.pos = pos; {APP}.graph.add(n); return n; }};
         const model = make('LoraDeckTestMiniModel', [40, 120]);
         const stack = make('LoraDeckStack', [40, 320]);
         const apply = make('LoraDeckApply', [560, 160]);
