@@ -44,6 +44,7 @@ browser:
 	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
 test: setup browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-browser: setup browser

@@ -127,7 +127,16 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
+        _attach_metadata(loaded.layout.metadata, new_model, new_clip)
     return new_model, new_clip, reports
+
+
+def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
+    """As newer hosts' own loader does: the last LoRA's metadata rides on the patchers (LTXV IC-LoRA reads it)."""
+    for patcher in patchers:
+        target = getattr(patcher, "patcher", patcher)  # a CLIP holds its ModelPatcher
+        if target is not None and hasattr(target, "set_attachments"):
+            target.set_attachments("lora_metadata", metadata)
 
 
 def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture) -> LoraReport:
