@@ -4,6 +4,7 @@
 - GET /loradeck/info?name=N     one LoRA's facts from its header (loader.info) and its hashes when known
 - GET /loradeck/hash?name=N     its SHA-256 and AutoV2 short hash (hashed off the event loop, cached)
 - GET /loradeck/find?sha256=H   the LoRAs whose SHA-256 (or AutoV2 prefix) is H: re-linking a moved file
+- GET /loradeck/energy?name=N   each network block's share of the LoRA's weight change (reads the tensors)
 
 Names come from the browser, so every one is confined: it must be relative, must not step up ('..'),
 must be a file the host lists in its loras folders (which filters out non-LoRA files), and must lie
@@ -21,12 +22,13 @@ import sys
 from aiohttp import web
 
 from ..loader import hashes, names
-from ..loader.files import LoraFileError
-from ..loader.info import lora_facts
+from ..loader.files import LoraFileError, file_identity
+from ..loader.info import block_energy, lora_facts
 from . import folders
 
 PREFIX = "/loradeck"
 MAX_NAME_CHARS = 1024
+ENERGY_CACHE_SIZE = 64
 _HEX = re.compile(r"^[0-9a-fA-F]{10}$|^[0-9a-fA-F]{64}$")
 _log = logging.getLogger("loradeck")
 
@@ -59,6 +61,7 @@ class LoraRoutes:
         self.folders = folders or LoraFolders()
         self._cache: hashes.HashCache | None = None
         self._inflight: dict[str, asyncio.Future] = {}
+        self._energy: dict[tuple[str, int, int], dict] = {}
 
     @property
     def cache(self) -> hashes.HashCache:
@@ -71,6 +74,7 @@ class LoraRoutes:
         routes.get(f"{PREFIX}/info")(self.info)
         routes.get(f"{PREFIX}/hash")(self.hash)
         routes.get(f"{PREFIX}/find")(self.find)
+        routes.get(f"{PREFIX}/energy")(self.energy)
 
     def resolve(self, raw: str | None) -> tuple[str, str]:
         """(portable name, full path) of a name from the browser, or _Refused."""
@@ -114,6 +118,21 @@ class LoraRoutes:
         sha = self.cache.known(path)
         facts.update(name=name, sha256=sha, autov2=hashes.autov2(sha) if sha else None)
         return web.json_response(facts)
+
+    async def energy(self, request: web.Request) -> web.Response:
+        try:
+            name, path = self.resolve(request.query.get("name"))
+        except _Refused as e:
+            return _error(e.status, str(e))
+        identity = file_identity(path)
+        if identity not in self._energy:
+            try:
+                self._energy[identity] = await asyncio.get_running_loop().run_in_executor(None, block_energy, path)
+            except (LoraFileError, OSError, ValueError) as e:
+                return web.json_response({"name": name, "error": str(e)})
+            while len(self._energy) > ENERGY_CACHE_SIZE:
+                self._energy.pop(next(iter(self._energy)))
+        return web.json_response({"name": name, **self._energy[identity]})
 
     async def hash(self, request: web.Request) -> web.Response:
         try:

@@ -35,17 +35,6 @@ USER_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": 
                  "Comfy.Release.Version": "99.0.0", "Comfy.Release.Status": "skipped",
                  "Comfy.Workflow.ShowMissingModelsWarning": False, "Comfy.Minimap.Visible": False}
 
-# pytest imports the repository's __init__.py (the pack's entry: the rootdir is a package), which needs
-# the host importable; the server itself runs in its own process.
-if str(COMFYUI_PATH) not in sys.path:
-    sys.path.append(str(COMFYUI_PATH))
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra: make setup")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium", allow_module_level=True)

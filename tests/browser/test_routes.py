@@ -32,7 +32,7 @@ def _query(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-@pytest.mark.parametrize("route", ["info", "hash"])
+@pytest.mark.parametrize("route", ["info", "hash", "energy"])
 @pytest.mark.parametrize(("name", "status"), ESCAPES)
 def test_escapes_are_refused(server, route, name, status):
     code, body = server.get(f"/loradeck/{route}?name={_query(name)}")
@@ -48,7 +48,7 @@ def test_escapes_are_refused(server, route, name, status):
     "styles%2F..%2F..%2Foutside%2Fsecret.safetensors",
 ])
 def test_encoded_traversal_is_refused(server, raw):
-    for route in ("info", "hash"):
+    for route in ("info", "hash", "energy"):
         code, body = server.get(f"/loradeck/{route}?name={raw}")
         assert code == 400, body
 
@@ -88,6 +88,14 @@ def test_info_facts(server):
     assert info["tags"] == [["ink", 9], ["lineart", 4]]
     assert info["resolution"] == "512x512"
     assert info["size"] == server.files["styles/beta_ink.safetensors"].stat().st_size
+
+
+def test_block_energy(server):
+    code, body = server.get("/loradeck/energy?name=alpha_style.safetensors")
+    assert code == 200, body
+    assert set(body["shares"]) == {"IN01", "IN04", "M00", "OUT03", "OUT07"}  # the fixture's five modules
+    assert abs(sum(body["shares"].values()) - 1) < 1e-9
+    assert (body["measured"], body["not_measured"], body["base"]) == (5, 0, "sd1")
 
 
 def test_hash_and_find(server):

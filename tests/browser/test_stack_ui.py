@@ -131,6 +131,10 @@ def test_info_panel(page, server, docs_dir):
     facts = dialog.locator(".ld-facts").inner_text()
     for expected in ("SD1", "kohya", "lora", "Rank\t4", "Alpha\t2", "512x512", "5 (0 text encoder)"):
         assert expected in facts, (expected, facts)
+    energy = dialog.locator(".ld-energy")
+    energy.locator(".ld-energy-svg").wait_for()
+    assert "Block energy — strongest: " in energy.inner_text()
+    assert energy.locator("rect").count() == 26
     tags = dialog.locator(".ld-tag")
     assert tags.first.inner_text().startswith("loradeck_style")
     assert tags.first.locator(".ld-count").inner_text() == "40"

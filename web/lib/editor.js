@@ -24,6 +24,7 @@ export function blockEditor({ spec, layout, energy, onChange }) {
     title: "Block-weight spec: named assignments, an A1111 preset name or vector",
   });
   const cells = new Map();
+  const strongest = energy?.size ? Math.max(...energy.values(), 1e-9) : 1;
 
   const layoutPicker = el("select.ld-select.ld-layout", { title: "Network shape" },
     Object.entries(LAYOUTS).map(([key, L]) => el("option", { value: key, selected: key === current }, L.label)));
@@ -47,7 +48,10 @@ export function blockEditor({ spec, layout, energy, onChange }) {
     const box = el("div.ld-cell", { dataset: { block: id }, title: `${id}: double-click to reset to 1` },
       el("span.ld-cell-id", {}, id), slider, number);
     const share = energy?.get(id);
-    if (share !== undefined) box.style.setProperty("--ld-energy", `${Math.round(Math.min(1, share * 4) * 100)}%`);
+    if (share !== undefined) {
+      box.style.setProperty("--ld-energy", `${Math.round((share / strongest) * 100)}%`);
+      box.title = `${id}: ${(share * 100).toFixed(1)}% of this LoRA's weight change; double-click to reset to 1`;
+    }
     const show = () => {
       const v = values.get(id);
       number.textContent = round(v).toFixed(2);

@@ -2,7 +2,8 @@
 // resolution, training tags with counts), its size and its hashes. Tags copy with a click.
 import { toast } from "./comfy.js";
 import { copyText, el, floating, formatBytes } from "./dom.js";
-import { loraHash, loraInfo } from "./server.js";
+import { BASE_TO_LAYOUT, layoutIds } from "./blocks.js";
+import { loraEnergy, loraHash, loraInfo } from "./server.js";
 
 export const BASE_LABELS = {
   sd1: "SD1", sd2: "SD2", sdxl: "SDXL", sd3: "SD3", flux: "Flux", flux2: "Flux.2",
@@ -50,10 +51,13 @@ export async function openInfo(name) {
     ["Title", info.title],
     ["Trigger", info.trigger],
     ["Hashes", hashCell],
-    ...Object.entries(info.training || {}).map(([k, v]) => [k.replace(/_/g, " "), v]),
+    ...Object.entries(info.training || {}).map(([k, v]) => [`Trained ${k.replace(/_/g, " ")}`, v]),
   ].filter(([, v]) => v !== undefined && v !== null && v !== "");
   const table = el("table.ld-facts", {}, facts.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
-  body.replaceChildren(table, tagSection(info.tags || []));
+  const energy = el("div.ld-energy", {}, el("div.ld-tags-head", {}, "Block energy: reading the weights…"));
+  body.replaceChildren(table, energy, tagSection(info.tags || []));
+  loraEnergy(name).then((e) => energy.replaceChildren(...energyPicture(e)),
+    (e) => energy.replaceChildren(el("div.ld-muted", {}, `Block energy: ${e.message}`)));
   if (info.note) body.append(el("div.ld-muted", {}, info.note));
 
   const showHash = ({ sha256, autov2 }) => {
@@ -65,6 +69,49 @@ export async function openInfo(name) {
   if (info.sha256) showHash(info);
   else loraHash(name).then(showHash, (e) => (hashCell.textContent = `hash failed: ${e.message}`));
   return { close };
+}
+
+/** Bars in network order: each block's share of the LoRA's weight change (‖ΔW‖², LoRA modules). */
+function energyPicture({ base, shares, measured, not_measured: notMeasured }) {
+  const layout = BASE_TO_LAYOUT[base] ?? (Object.keys(shares).some((b) => /^[DS]\d/.test(b)) ? "flux" : "sd1");
+  const ids = layoutIds(layout);
+  const top = Math.max(...ids.map((id) => shares[id] ?? 0), 1e-9);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  const w = 560;
+  const h = 70;
+  const step = w / ids.length;
+  svg.setAttribute("viewBox", `0 0 ${w} ${h + 14}`);
+  svg.setAttribute("class", "ld-energy-svg");
+  ids.forEach((id, i) => {
+    const share = shares[id] ?? 0;
+    const bar = document.createElementNS(ns, "rect");
+    const bh = Math.max(share > 0 ? 2 : 0, (share / top) * h);
+    bar.setAttribute("x", String(i * step + 1));
+    bar.setAttribute("y", String(h - bh));
+    bar.setAttribute("width", String(Math.max(1, step - 2)));
+    bar.setAttribute("height", String(bh));
+    bar.setAttribute("class", `ld-energy-bar ld-energy-${id.replace(/\d+$/, "")}`);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${id}: ${(share * 100).toFixed(1)}%`;
+    bar.append(title);
+    svg.append(bar);
+    if (layout === "flux" ? i % 6 === 0 || id === "S00" : true) {
+      const label = document.createElementNS(ns, "text");
+      label.setAttribute("x", String(i * step + step / 2));
+      label.setAttribute("y", String(h + 11));
+      label.setAttribute("class", "ld-energy-label");
+      label.textContent = layout === "flux" ? id : id.replace(/^(IN|OUT|M)0?/, "$1").replace(/^(IN|OUT)/, (m) => m[0]);
+      svg.append(label);
+    }
+  });
+  const strongest = Object.entries(shares).sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([id, s]) => `${id} ${(s * 100).toFixed(0)}%`).join(", ");
+  return [
+    el("div.ld-tags-head", {}, `Block energy — strongest: ${strongest || "none"}`,
+      el("span.ld-muted", {}, `${measured} modules measured` + (notMeasured ? `, ${notMeasured} not` : ""))),
+    svg,
+  ];
 }
 
 function baseText(info) {

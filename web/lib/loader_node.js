@@ -4,7 +4,7 @@ import { app, graphChanged } from "./comfy.js";
 import { el, floating } from "./dom.js";
 import { blockEditor } from "./editor.js";
 import { openInfo } from "./info.js";
-import { loraInfo } from "./server.js";
+import { loraEnergy, loraInfo } from "./server.js";
 
 function button(node, label, action) {
   const widget = node.addWidget("button", label, null, action);
@@ -24,12 +24,14 @@ export function loaderTools(node) {
     if (!target) return;
     const name = find("lora_name")?.value;
     const base = name ? (await loraInfo(name).catch(() => ({}))).base : null;
+    const energy = name ? await loraEnergy(name).catch(() => null) : null;
     const panel = el("div.ld-floating.ld-editor-popup", {}, el("div.ld-info-head", {}, "Block weights",
       el("button.ld-btn.ld-close", { onclick: () => close() }, "✕")));
     const { close } = floating(panel);
     panel.append(blockEditor({
       spec: target.value ?? "",
       layout: BASE_TO_LAYOUT[base] ?? "sd1",
+      energy: energy ? new Map(Object.entries(energy.shares)) : null,
       onChange: (spec) => {
         target.value = spec;
         graphChanged(node);

@@ -8,7 +8,7 @@ import { el, icon } from "./dom.js";
 import { blockEditor } from "./editor.js";
 import { baseLabel, openInfo } from "./info.js";
 import { openPicker } from "./picker.js";
-import { findByHash, loraHash, loraInfo, loraNames } from "./server.js";
+import { findByHash, loraEnergy, loraHash, loraInfo, loraNames } from "./server.js";
 
 export const ROWS_TYPE = "LORADECK_ROWS";
 
@@ -267,9 +267,10 @@ export function rowsWidget(node, inputName) {
 
   function editorHost(row) {
     const host = el("div.ld-editor-host", {}, el("div.ld-muted", {}, "…"));
-    const build = (base) => {
+    const build = (base, energy) => {
       host.replaceChildren(blockEditor({
         spec: row.blocks,
+        energy: energy ? new Map(Object.entries(energy.shares)) : null,
         layout: layoutChoice.get(row) ?? BASE_TO_LAYOUT[base] ?? "sd1",
         onChange: (spec, layout) => {
           layoutChoice.set(row, layout);
@@ -282,8 +283,10 @@ export function rowsWidget(node, inputName) {
       }));
       fit();
     };
-    if (row.lora && !missing.has(row)) loraInfo(row.lora).then((info) => build(info.base), () => build(null));
-    else build(null);
+    if (row.lora && !missing.has(row)) {
+      Promise.all([loraInfo(row.lora), loraEnergy(row.lora).catch(() => null)])
+        .then(([info, energy]) => build(info.base, energy), () => build(null));
+    } else build(null);
     return host;
   }
 

@@ -51,6 +51,22 @@ export function loraHash(name) {
   return hashCache.get(name);
 }
 
+const energyCache = new Map();
+
+/** {base, shares: {block: 0..1}, measured, not_measured}: where the LoRA changes the network most. */
+export function loraEnergy(name) {
+  if (!energyCache.has(name)) {
+    energyCache.set(name, getJson(`/loradeck/energy?name=${q(name)}`).then((body) => {
+      if (body.error) throw new Error(body.error);
+      return body;
+    }).catch((e) => {
+      energyCache.delete(name);
+      throw e;
+    }));
+  }
+  return energyCache.get(name);
+}
+
 /** Names of the LoRAs whose SHA-256 is `sha256` (a moved or renamed file). */
 export async function findByHash(sha256) {
   return (await getJson(`/loradeck/find?sha256=${q(sha256)}`)).matches;
@@ -60,4 +76,5 @@ export function forgetLoras() {
   listPromise = null;
   infoCache.clear();
   hashCache.clear();
+  energyCache.clear();
 }

@@ -1,0 +1,92 @@
+"""The info panel's facts and block energy, from small real kohya files (tests/browser/fixtures.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
+
+import fixtures
+
+from loader import hashes, info
+
+
+@pytest.fixture(scope="module")
+def lora(tmp_path_factory):
+    return fixtures.write_kohya_lora(tmp_path_factory.mktemp("info") / "a.safetensors", seed=7, rank=4, alpha=2.0)
+
+
+def test_facts(lora):
+    facts = info.lora_facts(lora)
+    assert (facts["family"], facts["adapters"]) == ("kohya", ["lora"])
+    assert (facts["base"], facts["base_claimed"]) == ("sd1", "sd1")
+    assert (facts["ranks"], facts["alphas"], facts["modules"], facts["resolution"]) == ([4], [2.0], 5, "512x512")
+    assert facts["tags"] == [["loradeck_style", 40], ["watercolor", 31], ["soft light", 12], ["1girl", 3]]
+    assert facts["training"]["network_module"] == "networks.lora"
+
+
+def test_tag_counts_sum_over_folders():
+    meta = {"ss_tag_frequency": json.dumps({"1_a": {"x": 2, " y ": 1}, "2_b": {"x": 3, "": 9}})}
+    assert info.tag_counts(meta) == [["x", 5], ["y", 1]]
+    assert info.tag_counts({"ss_tag_frequency": "not json"}) == []
+
+
+@pytest.mark.parametrize(("meta", "base"), [
+    ({"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, "sdxl"),
+    ({"ss_base_model_version": "sd_v1"}, "sd1"),
+    ({"ss_base_model_version": "sd_2.1"}, "sd2"),
+    ({"modelspec.architecture": "flux-1-dev/lora"}, "flux"),
+    ({"ss_base_model_version": "sd_3"}, "sd3"),
+    ({}, None),
+])
+def test_base_from_metadata(meta, base):
+    assert info.base_from_metadata(meta) == base
+
+
+def test_block_energy_is_the_norm_of_the_delta(lora):
+    tensors = load_file(str(lora))
+    expected = {}
+    for name, block in zip(fixtures.MINI_SD1_MODULES, ["IN01", "IN04", "M00", "OUT03", "OUT07"], strict=True):
+        delta = tensors[f"{name}.lora_up.weight"].float() @ tensors[f"{name}.lora_down.weight"].float()
+        expected[block] = float((delta * (2.0 / 4)).square().sum())
+    total = sum(expected.values())
+    got = info.block_energy(lora)
+    assert got["measured"] == 5
+    for block, value in expected.items():
+        assert got["shares"][block] == pytest.approx(value / total, rel=1e-5)
+
+
+@pytest.mark.parametrize(("key", "block"), [
+    ("lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_q", "IN02"),
+    ("lora_unet_down_blocks_1_downsamplers_0_conv", "IN06"),
+    ("lora_unet_up_blocks_3_attentions_2_proj_out", "OUT11"),
+    ("lora_unet_up_blocks_0_upsamplers_0_conv", "OUT02"),
+    ("lora_unet_input_blocks_7_1_transformer_blocks_3_attn2_to_k", "IN07"),
+    ("lora_unet_middle_block_1_proj_in", "M00"),
+    ("unet.mid_block.attentions.0.proj_in", "M00"),
+    ("lora_unet_double_blocks_12_img_attn_qkv", "D12"),
+    ("transformer.single_transformer_blocks.30.proj_mlp", "S30"),
+    ("lora_unet_time_embed_0", None),
+])
+def test_block_of_module(key, block):
+    assert info.block_of_module(key, False, "sd1") == block
+
+
+def test_flux_diffusers_double_blocks():
+    assert info.block_of_module("transformer.transformer_blocks.7.attn.to_q", False, "flux") == "D07"
+    assert info.block_of_module("lora_te1_text_model_encoder_layers_0_mlp_fc1", True, "sdxl") == "BASE"
+
+
+def test_hash_cache_reads_each_version_once(tmp_path, lora):
+    store = tmp_path / "cache" / "hashes.json"
+    cache = hashes.HashCache(store)
+    first = cache.get(lora)
+    assert cache.get(lora) == first and cache.computed == 1
+    assert hashes.HashCache(store).known(lora) == first  # remembered across restarts
+    assert hashes.autov2(first) == first[:10].upper()
+    copy = tmp_path / "b.safetensors"
+    copy.write_bytes(Path(lora).read_bytes() + b" ")  # another file version
+    assert cache.get(copy) != first and cache.computed == 2
