@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from playwright.sync_api import expect
+
 APP = "window.comfyAPI.app.app"
 
 
@@ -39,6 +41,13 @@ def node_ids(page, node_type: str) -> list[int]:
     return page.evaluate(f"(t) => {APP}.graph.nodes.filter(n => n.type === t).map(n => n.id)", node_type)
 
 
+def add_row(page, widget, query: str) -> None:
+    """Add a row with the widget's "+ Add LoRA" button and the picker's first hit for `query`."""
+    before = widget.locator(".ld-row").count()
+    pick(page, widget.locator(".ld-add"), query)
+    expect(widget.locator(".ld-row")).to_have_count(before + 1)
+
+
 def pick(page, anchor, query: str) -> None:
     """Open the picker from `anchor`, type a search and take the first hit."""
     anchor.click()
@@ -54,3 +63,21 @@ def wait_hashes(page, node_id, count: int) -> None:
     page.wait_for_function(
         f"([id, n]) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value"
         ".filter(r => r.sha256).length >= n", arg=[node_id, count], timeout=30_000)
+
+
+def nodes_clip(page, node_ids: list[int], margin: int = 16) -> dict:
+    """The page rectangle around some nodes (title bars included), for screenshots."""
+    return page.evaluate(
+        f"""([ids, margin]) => {{
+            const app = {APP};
+            const rect = app.canvas.canvas.getBoundingClientRect();
+            const [ox, oy] = app.canvas.ds.offset, s = app.canvas.ds.scale, title = LiteGraph.NODE_TITLE_HEIGHT;
+            let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+            for (const id of ids) {{
+                const n = app.graph.getNodeById(id);
+                x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
+                x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+            }}
+            return {{ x: rect.left + (x0 + ox) * s - margin, y: rect.top + (y0 + oy) * s - margin,
+                      width: (x1 - x0) * s + 2 * margin, height: (y1 - y0) * s + 2 * margin }};
+        }}""", [node_ids, margin])

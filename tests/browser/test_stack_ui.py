@@ -8,6 +8,7 @@ import time
 
 import deck
 import pytest
+from playwright.sync_api import expect
 
 APP = deck.APP
 
@@ -28,14 +29,14 @@ def stack_with_rows(page, rows=ROWS, pos=(360, 160)) -> int:
 def test_add_pick_strengths_toggles(page, server, docs_dir):
     node = deck.add_node(page, "LoraDeckStack", (360, 160))
     widget = deck.rows_widget(page, node)
-    deck.pick(page, widget.locator(".ld-add"), "alpha")
+    deck.add_row(page, widget, "alpha")
     # The second LoRA through the folder tree instead of the search.
     widget.locator(".ld-add").click()
     page.locator(".ld-picker summary", has_text="styles").first.click()
     page.locator(".ld-picker .ld-item", has_text="beta_ink").click()
-    deck.pick(page, widget.locator(".ld-add"), "hero delta")  # words in any order
+    expect(widget.locator(".ld-row")).to_have_count(2)
+    deck.add_row(page, widget, "hero delta")  # words in any order
     rows = widget.locator(".ld-row")
-    assert rows.count() == 3
 
     strength = rows.nth(0).locator(".ld-strength")
     strength.fill("0.8")
@@ -63,7 +64,8 @@ def test_add_pick_strengths_toggles(page, server, docs_dir):
     widget.locator(".ld-on-all").click()
     assert [r["on"] for r in deck.rows_of(page, node)] == [False, False, False]
     widget.locator(".ld-on-all").click()
-    widget.screenshot(path=str(docs_dir / "stack.png"))
+    page.mouse.click(1200, 800)  # deselect, for the picture
+    page.screenshot(path=str(docs_dir / "stack.png"), clip=deck.nodes_clip(page, [node]))
 
     rows.nth(1).locator(".ld-remove").click()
     assert [r["lora"] for r in deck.rows_of(page, node)] == [
@@ -174,7 +176,10 @@ def test_missing_without_hash_opens_picker(page, server):
     page.locator(".ld-picker .ld-picker-note").wait_for()
     page.locator(".ld-picker .ld-search").fill("hero")
     page.locator(".ld-picker .ld-search").press("Enter")
-    assert deck.rows_of(page, node)[0]["lora"] == "characters/delta_hero.safetensors"
+    page.wait_for_function(
+        f"(id) => {APP}.graph.getNodeById(id).widgets[0].value[0].lora === 'characters/delta_hero.safetensors'",
+        arg=node)
+    expect(widget.locator(".ld-row-missing")).to_have_count(0)
 
 
 # --- every path rows travel -------------------------------------------------------------------------
@@ -272,7 +277,7 @@ def test_undo_redo(page, server):
     assert _rows_by_type(page) == [after]
 
 
-def test_queue_runs_on_the_server(page, server):
+def test_queue_runs_on_the_server(page, server, docs_dir):
     rows = [
         {"on": True, "lora": "alpha_style.safetensors", "strength": 0.8, "clip_strength": None, "blocks": ""},
         {"on": True, "lora": "styles/beta_ink.safetensors", "strength": 0.5, "clip_strength": 0.25,
@@ -282,13 +287,14 @@ def test_queue_runs_on_the_server(page, server):
     ids = page.evaluate(f"""(rows) => {{
         const make = (type, pos) => {{
             const n = LiteGraph.createNode(type); n.pos = pos; {APP}.graph.add(n); return n; }};
-        const model = make('LoraDeckTestMiniModel', [40, 120]);
-        const stack = make('LoraDeckStack', [40, 320]);
-        const apply = make('LoraDeckApply', [560, 160]);
-        const show = make('PreviewAny', [900, 160]);
+        const model = make('LoraDeckTestMiniModel', [120, 140]);
+        const stack = make('LoraDeckStack', [120, 330]);
+        const apply = make('LoraDeckApply', [640, 200]);
+        const show = make('PreviewAny', [920, 200]);
+        show.setSize([460, 220]);
         stack.widgets.find(w => w.name === 'rows').value = rows;
         model.connect(0, apply, 0); stack.connect(0, apply, 1); model.connect(1, apply, 2); apply.connect(2, show, 0);
-        return {{ apply: apply.id, show: show.id }};
+        return {{ model: model.id, stack: stack.id, apply: apply.id, show: show.id }};
     }}""", rows)
     page.evaluate(f"() => {APP}.queuePrompt(0, 1)")
     deadline = time.monotonic() + 120
@@ -310,6 +316,11 @@ def test_queue_runs_on_the_server(page, server):
     assert lines[1].startswith("styles/beta_ink.safetensors: kohya lora")
     assert "model 0.5 → 4 weights, clip 0.25" in lines[1]  # IN04=0 drops that block's patch
     assert "blocks 'IN04=0, OUT03=0.5'" in lines[1]
+    page.wait_for_function(
+        f"(id) => {APP}.graph.getNodeById(id).widgets?.some(w => String(w.value).includes('beta_ink'))",
+        arg=ids["show"])
+    page.mouse.click(1400, 900)
+    page.screenshot(path=str(docs_dir / "workflow.png"), clip=deck.nodes_clip(page, list(ids.values())))
 
 
 def test_nodes_2_renderer(page, server, docs_dir):
@@ -318,14 +329,17 @@ def test_nodes_2_renderer(page, server, docs_dir):
         node = deck.add_node(page, "LoraDeckStack", (360, 160))
         widget = deck.rows_widget(page, node)
         widget.wait_for()
-        deck.pick(page, widget.locator(".ld-add"), "alpha")
-        deck.pick(page, widget.locator(".ld-add"), "beta")
+        deck.add_row(page, widget, "alpha")
+        deck.add_row(page, widget, "beta")
         widget.locator(".ld-row").nth(1).locator(".ld-on").uncheck()
         value = deck.rows_of(page, node)
         assert [(r["lora"], r["on"]) for r in value] == [
             ("alpha_style.safetensors", True), ("styles/beta_ink.safetensors", False)]
         widget.locator(".ld-blocks").first.click()
         widget.locator(".ld-editor").wait_for()
-        page.screenshot(path=str(docs_dir / "nodes-2.png"))
+        vue_node = page.locator(".lg-node", has=widget)
+        box = vue_node.bounding_box() if vue_node.count() else None
+        clip = {"x": box["x"] - 12, "y": box["y"] - 12, "width": box["width"] + 24, "height": box["height"] + 24}
+        page.screenshot(path=str(docs_dir / "nodes-2.png"), clip=clip if box else None)
     finally:
         page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', false)")
