@@ -343,3 +343,36 @@ def test_nodes_2_renderer(page, server, docs_dir):
         page.screenshot(path=str(docs_dir / "nodes-2.png"), clip=clip if box else None)
     finally:
         page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', false)")
+
+
+def _click_widget(page, node_id, name):
+    """Click a canvas-drawn widget (a button) where the canvas draws it."""
+    x, y = page.evaluate(f"""([id, name]) => {{
+        const app = {APP}, n = app.graph.getNodeById(id), w = n.widgets.find(w => w.label === name || w.name === name);
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        const [ox, oy] = app.canvas.ds.offset, s = app.canvas.ds.scale;
+        return [rect.left + (n.pos[0] + n.size[0] / 2 + ox) * s, rect.top + (n.pos[1] + w.y + 10 + oy) * s];
+    }}""", [node_id, name])
+    page.mouse.click(x, y)
+
+
+def test_loader_node_info_and_block_editor(page, server):
+    node = deck.add_node(page, "LoraDeckLoader", (360, 160))
+    page.evaluate(f"""(id) => {{ const n = {APP}.graph.getNodeById(id);
+        n.widgets.find(w => w.name === 'lora_name').value = 'styles/beta_ink.safetensors'; }}""", node)
+    page.wait_for_timeout(300)
+    _click_widget(page, node, "Edit block weights")
+    popup = page.locator(".ld-editor-popup")
+    popup.locator(".ld-preset").select_option("NOTE")  # text encoder off
+    assert page.evaluate(f"(id) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'block_weights').value",
+                         node) == "BASE=0"
+    page.keyboard.press("Escape")
+    _click_widget(page, node, "LoRA info")
+    page.get_by_role("dialog").locator(".ld-facts").wait_for()
+    assert "8" in page.get_by_role("dialog").locator(".ld-facts").inner_text()  # rank 8
+    page.keyboard.press("Escape")
+    # The buttons hold no value: the saved widgets and the API prompt are the node's own.
+    prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
+    assert sorted(prompt[str(node)]["inputs"]) == ["block_weights", "lora_name", "strength_clip", "strength_model"]
+    saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => n.id === id).widgets_values", node)
+    assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0"]

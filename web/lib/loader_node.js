@@ -15,11 +15,11 @@ function button(node, label, action) {
 
 export function loaderTools(node) {
   const find = (name) => node.widgets?.find((w) => w.name === name);
-  button(node, "ⓘ LoRA info", () => {
+  button(node, "LoRA info", () => {
     const name = find("lora_name")?.value;
     if (name) openInfo(name);
   });
-  button(node, "▦ Edit block weights", async () => {
+  button(node, "Edit block weights", async () => {
     const target = find("block_weights");
     if (!target) return;
     const name = find("lora_name")?.value;
