@@ -16,6 +16,11 @@ def _strength(name: str, tooltip: str, optional: bool = False):
     return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, optional=optional, tooltip=tooltip)
 
 
+def _ui(reports: list[patching.LoraReport]) -> dict:
+    """What the web UI shows on rows after a run: each LoRA's base model and any mismatch with the model."""
+    return {"loradeck": [{"lora": r.name, "base": r.base, "note": r.note} for r in reports]}
+
+
 class LoraDeckLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -46,7 +51,7 @@ class LoraDeckLoader(io.ComfyNode):
             return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied")
         entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
         new_model, new_clip, reports = patching.apply_stack(model, clip, [entry])
-        return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
 
 
 class LoraDeckStack(io.ComfyNode):
@@ -96,7 +101,7 @@ class LoraDeckApply(io.ComfyNode):
     def execute(cls, model, lora_stack, clip=None):
         entries = stack.entries_from_stack(lora_stack)
         new_model, new_clip, reports = patching.apply_stack(model, clip, entries)
-        return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
 
 
 NODES = [LoraDeckLoader, LoraDeckStack, LoraDeckApply]

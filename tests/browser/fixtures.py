@@ -26,11 +26,16 @@ MINI_SD1_MODULES = {
 TAGS = {"1_dataset": {"loradeck_style": 40, "watercolor": 31, "soft light": 12, "1girl": 3}}
 
 
+# A module of SDXL's second text encoder (OpenCLIP-G): its presence marks a LoRA as made for SDXL.
+SDXL_TE2_MODULE = {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (64, 64)}
+
+
 def write_kohya_lora(path: str | os.PathLike, seed: int, rank: int = 4, alpha: float = 2.0,
-                     tags: dict | None = None, base_version: str = "sd_v1") -> Path:
+                     tags: dict | None = None, base_version: str = "sd_v1", sdxl: bool = False) -> Path:
     generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
-    for name, (out_features, in_features) in MINI_SD1_MODULES.items():
+    modules = {**MINI_SD1_MODULES, **(SDXL_TE2_MODULE if sdxl else {})}
+    for name, (out_features, in_features) in modules.items():
         tensors[f"{name}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator).half() * 0.1
         tensors[f"{name}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator).half() * 0.1
         tensors[f"{name}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
@@ -59,6 +64,8 @@ def make_library(loras: Path, outside: Path) -> dict[str, Path]:
         "styles/deep/gamma_light.safetensors": write_kohya_lora(
             loras / "styles" / "deep" / "gamma_light.safetensors", seed=3, tags={}),
         "characters/delta_hero.safetensors": write_kohya_lora(loras / "characters" / "delta_hero.safetensors", seed=4),
+        "xl/epsilon_xl.safetensors": write_kohya_lora(loras / "xl" / "epsilon_xl.safetensors", seed=6,
+                                                      base_version="sdxl_base_v1-0", sdxl=True),
     }
     (loras / "notes.txt").write_text("not a LoRA")
     outside.mkdir(parents=True, exist_ok=True)

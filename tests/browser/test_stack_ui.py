@@ -323,6 +323,35 @@ def test_queue_runs_on_the_server(page, server, docs_dir):
     page.screenshot(path=str(docs_dir / "workflow.png"), clip=deck.nodes_clip(page, list(ids.values())))
 
 
+def test_base_model_mismatch_marked_after_a_run(page, server):
+    rows = [
+        {"on": True, "lora": "alpha_style.safetensors", "strength": 1, "clip_strength": None, "blocks": ""},
+        {"on": True, "lora": "xl/epsilon_xl.safetensors", "strength": 1, "clip_strength": None, "blocks": ""},
+    ]
+    ids = page.evaluate(f"""(rows) => {{
+        const make = (type, pos) => {{
+            const n = LiteGraph.createNode(type); n.pos = pos; {APP}.graph.add(n); return n; }};
+        const model = make('LoraDeckTestMiniModel', [120, 140]);
+        const first = make('LoraDeckStack', [120, 330]);
+        const second = make('LoraDeckStack', [620, 420]);
+        const apply = make('LoraDeckApply', [1000, 200]);
+        const show = make('PreviewAny', [1000, 420]);
+        first.widgets.find(w => w.name === 'rows').value = [rows[0]];
+        second.widgets.find(w => w.name === 'rows').value = [rows[1]];
+        first.connect(0, second, 0); second.connect(0, apply, 1);
+        model.connect(0, apply, 0); model.connect(1, apply, 2); apply.connect(2, show, 0);
+        return {{ first: first.id, second: second.id }};
+    }}""", rows)
+    second = deck.rows_widget(page, ids["second"])
+    assert second.locator(".ld-badge").inner_text() == "SDXL"
+    page.evaluate(f"() => {APP}.queuePrompt(0, 1)")
+    warning = second.locator(".ld-warn")
+    warning.wait_for(timeout=120_000)
+    assert "SDXL LoRA but the model is SD15" in warning.inner_text()
+    # The first stack in the chain is marked too, and its SD1 LoRA fits the SD15 model.
+    assert deck.rows_widget(page, ids["first"]).locator(".ld-warn").count() == 0
+
+
 def test_nodes_2_renderer(page, server, docs_dir):
     page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', true)")
     try:

@@ -45,6 +45,7 @@ export function rowsWidget(node, inputName) {
   let rows = [];
   let missing = new Set();
   let editing = null; // the row whose block editor is open
+  let lastRun = new Map(); // LoRA name -> {base, note} from the last run of the node this stack feeds
   const layoutChoice = new WeakMap(); // row -> network shape the user chose in its editor (not saved)
   const content = el("div.ld-content");
   const root = el("div.loradeck-rows", {}, content);
@@ -256,6 +257,12 @@ export function rowsWidget(node, inputName) {
       }, icon("close")));
     const view = el("div.ld-row" + (row.on ? "" : ".ld-row-off") + (missing.has(row) ? ".ld-row-missing" : ""),
       { dataset: { index } }, line);
+    const warning = lastRun.get(row.lora)?.note;
+    if (warning && row.on) {
+      view.classList.add("ld-row-warn");
+      badge.classList.add("ld-badge-warn");
+      view.append(el("div.ld-warn", {}, `Last run: ${warning}`));
+    }
     if (missing.has(row)) {
       view.append(el("div.ld-missing", {}, el("span", {}, `Missing: ${row.lora}`),
         el("button.ld-btn.ld-relink", { onclick: (e) => relink(row, e.currentTarget) },
@@ -311,6 +318,12 @@ export function rowsWidget(node, inputName) {
         el("button.ld-btn.ld-add", { onclick: (e) => addRow(e.currentTarget) }, "+ Add LoRA")));
     fit();
   }
+
+  /** Show what the server said about these LoRAs in the last run (base model mismatches). */
+  widget.showRun = (entries) => {
+    lastRun = new Map(entries.map((e) => [e.lora, e]));
+    render();
+  };
 
   render();
   checkMissing();
