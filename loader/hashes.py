@@ -43,8 +43,12 @@ class HashCache:
 
     def known(self, path: str | os.PathLike) -> str | None:
         """The cached SHA-256 of the file as it is now, or None without reading the file."""
+        try:
+            identity = file_identity(path)
+        except OSError:
+            return None
         with self._lock:
-            return self._by_identity.get(file_identity(path))
+            return self._by_identity.get(identity)
 
     def get(self, path: str | os.PathLike) -> str:
         """The file's SHA-256, read from disk only when this version of the file was never hashed."""

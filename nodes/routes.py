@@ -147,14 +147,19 @@ class LoraRoutes:
         if not _HEX.match(wanted):
             return _error(400, "give ?sha256= as 64 hex digits (or the 10-digit AutoV2 short hash)")
         wanted = wanted.lower()
-        matches = []
+        paths = {}
         for name in sorted(self.folders.names(), key=str.lower):
             try:
-                path = names.resolve(name, self.folders.roots(), [])
+                paths[name] = names.resolve(name, self.folders.roots(), [])
             except names.LoraNameError:
                 continue
-            if (await self._hash(path)).startswith(wanted):
-                matches.append(name)
+        # Files hashed before answer from the cache; only when none matches are the others read.
+        known = {name: self.cache.known(path) for name, path in paths.items()}
+        matches = [name for name, sha in known.items() if sha and sha.startswith(wanted)]
+        if not matches:
+            for name, path in paths.items():
+                if not known[name] and (await self._hash(path)).startswith(wanted):
+                    matches.append(name)
         return web.json_response({"sha256": wanted, "matches": matches})
 
     async def _hash(self, path: str) -> str:

@@ -81,3 +81,15 @@ def nodes_clip(page, node_ids: list[int], margin: int = 16) -> dict:
             return {{ x: rect.left + (x0 + ox) * s - margin, y: rect.top + (y0 + oy) * s - margin,
                       width: (x1 - x0) * s + 2 * margin, height: (y1 - y0) * s + 2 * margin }};
         }}""", [node_ids, margin])
+
+
+def settle(page, node_id) -> None:
+    """Wait until the rows widget is in the page and the node has grown to fit its rows, then let the
+    change tracker take the graph as it is (the next edit is then one undo step of its own)."""
+    page.wait_for_function(
+        f"""(id) => {{ const n = {APP}.graph.getNodeById(id), w = n.widgets.find(w => w.name === 'rows');
+            return w.element.isConnected && Math.abs(n.size[1] - n.computeSize()[1]) <= 1; }}""", arg=node_id)
+    # The frontend stamps `extra.workflowRendererVersion` on a graph whenever it loads one (undo and redo
+    # load one); stamp it now too, or the first undo/redo after this looks like an edit and clears redo.
+    page.evaluate(f"""() => {{ {APP}.graph.extra.workflowRendererVersion ??= "LG";
+        {APP}.extensionManager.workflow.activeWorkflow.changeTracker.checkState(); }}""")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import deck
 import pytest
 from playwright.sync_api import expect
 
 APP = deck.APP
+REPO_ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 ROWS = [
     {"on": True, "lora": "alpha_style.safetensors", "strength": 0.8, "clip_strength": None, "blocks": ""},
@@ -203,8 +205,7 @@ def test_save_and_load_workflow(page, server):
 
 def test_page_reload_keeps_rows(page, server):
     node = stack_with_rows(page)
-    deck.rows_widget(page, node)
-    page.evaluate(f"() => {APP}.extensionManager.workflow.activeWorkflow.changeTracker.checkState()")
+    deck.settle(page, node)
     page.wait_for_timeout(500)  # the frontend stores the open workflow for a reload
     page.reload()
     page.wait_for_function(
@@ -254,9 +255,21 @@ def test_subgraph(page, server):
     assert [v["inputs"]["rows"] for v in prompt.values() if v["class_type"] == "LoraDeckStack"] == [{"__value__": ROWS}]
 
 
+def _wait_state(page, condition: str) -> None:
+    """Wait for an undo/redo to land; on a timeout, say what the change tracker holds."""
+    try:
+        page.wait_for_function(f"() => {condition}", timeout=15_000)
+    except Exception:
+        states = page.evaluate(f"""() => {{ const t = {APP}.extensionManager.workflow.activeWorkflow.changeTracker;
+            const f = s => JSON.stringify(s);
+            return {{ undo: t.undoQueue.map(f), redo: t.redoQueue.map(f), active: f(t.activeState) }}; }}""")
+        (REPO_ARTIFACTS / "undo-states.json").write_text(json.dumps(states))
+        raise AssertionError(f"{condition} never held; change tracker states in undo-states.json") from None
+
+
 def test_undo_redo(page, server):
     node = stack_with_rows(page)
-    page.evaluate(f"() => {APP}.extensionManager.workflow.activeWorkflow.changeTracker.checkState()")
+    deck.settle(page, node)
     widget = deck.rows_widget(page, node)
     strength = widget.locator(".ld-strength").first
     strength.fill("0.3")
@@ -266,14 +279,15 @@ def test_undo_redo(page, server):
     assert deck.rows_of(page, node) == after
     page.mouse.click(1100, 700)  # focus the canvas
     page.keyboard.press("Control+z")
-    page.wait_for_function(f"() => {APP}.graph.nodes[0]?.widgets[0].value.length === 3")
+    _wait_state(page, f"{APP}.graph.nodes[0]?.widgets[0].value.length === 3")
     assert _rows_by_type(page) == [[dict(ROWS[0], strength=0.3), ROWS[1], ROWS[2]]]
     page.keyboard.press("Control+z")
-    page.wait_for_function(f"() => {APP}.graph.nodes[0]?.widgets[0].value[0].strength === 0.8")
+    _wait_state(page, f"{APP}.graph.nodes[0]?.widgets[0].value[0].strength === 0.8")
     assert _rows_by_type(page) == [ROWS]
     page.keyboard.press("Control+y")
-    page.keyboard.press("Control+y")
-    page.wait_for_function(f"() => {APP}.graph.nodes[0]?.widgets[0].value.length === 2")
+    _wait_state(page, f"{APP}.graph.nodes[0]?.widgets[0].value[0].strength === 0.3")
+    page.keyboard.press("Control+Shift+z")  # the other redo binding
+    _wait_state(page, f"{APP}.graph.nodes[0]?.widgets[0].value.length === 2")
     assert _rows_by_type(page) == [after]
 
 

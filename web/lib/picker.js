@@ -1,5 +1,6 @@
 // The LoRA picker: the loras folders as a tree, and type-to-search across all of them
 // (every word must appear in the path, in any order). Arrow keys move, Enter picks, Escape closes.
+import { toast } from "./comfy.js";
 import { el, floating, formatBytes } from "./dom.js";
 import { listLoras } from "./server.js";
 
@@ -12,7 +13,13 @@ import { listLoras } from "./server.js";
  * @param {(name: string) => void} opts.onPick
  */
 export async function openPicker({ anchor, current, only, note, onPick }) {
-  let loras = await listLoras(true);
+  let loras;
+  try {
+    loras = await listLoras(true);
+  } catch (e) {
+    toast("error", "LoRA Deck", `Cannot list your LoRAs: ${e.message}`);
+    return { close: () => {} };
+  }
   if (only) loras = loras.filter((l) => only.includes(l.name));
   const search = el("input.ld-search", { type: "search", placeholder: `Search ${loras.length} LoRAs…`, spellcheck: false });
   const list = el("div.ld-tree", { role: "listbox" });

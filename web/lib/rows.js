@@ -68,11 +68,12 @@ export function rowsWidget(node, inputName) {
     return 70 + rows.length * 30 + (editing ? 380 : 0) + missing.size * 26;
   }
 
-  // Size the node to its rows now (layout is synchronous once the widget is in the page), so a
-  // change and the node's new size are one undo step; before it is in the page, retry next frame.
-  function fit() {
-    if (!content.isConnected) {
-      requestAnimationFrame(() => content.isConnected && fit());
+  // Size the node to its rows now (layout is synchronous once the widget is shown), so a change and the
+  // node's new size are one undo step. Until the rows can be measured (just created, or being restored
+  // by undo/redo), leave the size alone: a guess would be a change of its own and cost the redo queue.
+  function fit(tries = 30) {
+    if (!content.isConnected || content.offsetHeight === 0) {
+      if (tries > 0) requestAnimationFrame(() => fit(tries - 1));
       return;
     }
     const [w, h] = node.computeSize();
