@@ -8,6 +8,7 @@ Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -15,10 +16,10 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import cache, formats, spec
+from ..loader import cache, energy, formats, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
-from . import folders
+from . import block_presets, folders
 
 log = logging.getLogger("loradeck")
 
@@ -78,6 +79,7 @@ class LoraReport:
     skipped_text_encoder: int = 0
     unmatched: list[str] = field(default_factory=list)
     note: str = ""
+    resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
 
     def line(self) -> str:
         kinds = "+".join(self.kinds) or "no adapters"
@@ -92,6 +94,8 @@ class LoraReport:
             text += f"; {len(self.unmatched)} modules matched nothing in this model"
         if self.note:
             text += f"; {self.note}"
+        if self.resolved:
+            text += "\n  " + self.resolved.replace("\n", "\n  ")
         return text
 
 
@@ -116,14 +120,14 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     architecture = architecture_of(model) if model is not None else None
     block_map = BlockMap.from_keys(
         architecture or "unknown",
-        list(model.model.state_dict()) if model is not None else [],
+        model.model.state_dict() if model is not None else [],  # shapes let q/k/v/mlp row slices be told apart
         list(clip.cond_stage_model.state_dict()) if clip is not None else [],
     )
     reports = []
     for entry in entries:
         loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
         try:
-            weights = spec.parse(entry.blocks, block_map)
+            weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
@@ -144,6 +148,7 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
     groups: dict[tuple[str, float], dict] = {}
+    measured: list[energy.KeyEnergy] = []
     for module_key, adapter in loaded.adapters.items():
         target, host_key = _host_key(module_key, unet_map, clip_map)
         if host_key is not None:
@@ -155,6 +160,18 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.unmatched.append(module_key)
             continue
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        if entry.blocks:
+            measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
+        splittable = getattr(adapter, "linear", False) and getattr(adapter, "up", None) is not None \
+            and getattr(adapter, "mid", None) is None
+        slices = weights.row_slices(model_key, offset) if splittable else None
+        if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
+            first = offset[1] if offset else 0
+            for (dim, start, length), ratio in slices:
+                part = dataclasses.replace(adapter, up=adapter.up[start - first: start - first + length])
+                groups.setdefault((target, ratio), {})[(model_key, (dim, start, length))] = DeckPatch(
+                    {module_key}, [part])
+            continue
         ratio = weights.ratio(model_key, offset)
         groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
     for (target, ratio), patches in groups.items():
@@ -167,6 +184,8 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
         else:
             report.clip_keys += len(accepted)
     report.note = _mismatch_note(layout.base, architecture)
+    if entry.blocks:
+        report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
     matched = sum(len(p) for p in groups.values())
     if matched == 0 and report.unmatched:
         reason = report.note or f"none of its {len(loaded.adapters)} modules match this model's weights"
