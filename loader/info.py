@@ -11,6 +11,7 @@ import json
 import os
 import re
 
+from . import blocks, cache, energy, spec
 from .files import PICKLE_SUFFIXES, read_header, read_tensors
 from .formats import describe
 
@@ -126,69 +127,20 @@ def _training(meta: dict[str, str]) -> dict[str, str]:
 
 # --- block energy: where in the network a LoRA changes the weights most ---------------------------------
 
-_BLOCK_PATTERNS = (
-    (re.compile(r"input_blocks_(\d+)"), lambda m: f"IN{int(m[1]):02d}"),
-    (re.compile(r"middle_block"), lambda m: "M00"),
-    (re.compile(r"output_blocks_(\d+)"), lambda m: f"OUT{int(m[1]):02d}"),
-    (re.compile(r"down_blocks_(\d+)_(?:attentions|resnets)_(\d+)"), lambda m: f"IN{1 + 3 * int(m[1]) + int(m[2]):02d}"),
-    (re.compile(r"down_blocks_(\d+)_downsamplers"), lambda m: f"IN{3 + 3 * int(m[1]):02d}"),
-    (re.compile(r"mid_block"), lambda m: "M00"),
-    (re.compile(r"up_blocks_(\d+)_(?:attentions|resnets)_(\d+)"), lambda m: f"OUT{3 * int(m[1]) + int(m[2]):02d}"),
-    (re.compile(r"up_blocks_(\d+)_upsamplers"), lambda m: f"OUT{3 * int(m[1]) + 2:02d}"),
-    (re.compile(r"double_blocks_(\d+)"), lambda m: f"D{int(m[1]):02d}"),
-    (re.compile(r"single_(?:transformer_)?blocks_(\d+)"), lambda m: f"S{int(m[1]):02d}"),
-)
-_FLUX_DOUBLE = re.compile(r"(?<!single_)transformer_blocks_(\d+)")
-
-
-def block_of_module(key: str, is_text_encoder: bool, base: str | None) -> str | None:
-    """The canonical block id (BASE, IN04, M00, OUT07, D03, S12) a LoRA module adapts, from its name alone."""
-    if is_text_encoder:
-        return "BASE"
-    flat = key.replace(".", "_")
-    for pattern, name in _BLOCK_PATTERNS:
-        match = pattern.search(flat)
-        if match:
-            return name(match)
-    if base == "flux":
-        match = _FLUX_DOUBLE.search(flat)
-        if match:
-            return f"D{int(match[1]):02d}"
-    return None
-
 
 def block_energy(path: str | os.PathLike) -> dict:
-    """Each block's share of the LoRA's total weight change, ‖ΔW‖_F² summed per block (LoRA modules only).
-
-    ‖up·down‖_F² is computed without forming ΔW: trace((down·downᵀ)(upᵀ·up)), times (alpha/rank)².
-    """
-    header = read_header(path)
-    layout = describe(header)
-    base = layout.base or base_from_metadata(header.metadata)
-    measurable = [m for m in layout.modules.values() if m.kind == "lora" and {"up", "down"} <= m.parts.keys()]
-    names = [m.parts[r] for m in measurable for r in ("up", "down", "alpha") if r in m.parts]
-    tensors = read_tensors(header, names) if names else {}
-    energy: dict[str, float] = {}
-    unplaced = 0
-    for module in measurable:
-        block = block_of_module(module.key, module.is_text_encoder, base)
-        if block is None:
-            unplaced += 1
-            continue
-        down = tensors[module.parts["down"]].float()
-        up = tensors[module.parts["up"]].float()
-        rank = down.shape[0]
-        down, up = down.reshape(rank, -1), up.reshape(up.shape[0], -1)
-        if up.shape[1] != rank:  # a mid (Tucker) factor or an odd shape: not measured here
-            unplaced += 1
-            continue
-        alpha = float(tensors[module.parts["alpha"]].float().reshape(-1)[0]) if "alpha" in module.parts else rank
-        squared = float(((down @ down.T) * (up.T @ up)).sum()) * (alpha / rank) ** 2
-        energy[block] = energy.get(block, 0.0) + max(squared, 0.0)
-    total = sum(energy.values()) or 1.0
+    """Each block's share of the LoRA's weight change (‖ΔW‖² per block, exact, from the factors), with
+    blocks read from the LoRA's own module names (the info panel has no model to ask)."""
+    loaded = cache.shared_cache.load(str(path))
+    block_map, stand_in = blocks.guess_from_lora(loaded.adapters, loaded.layout.base)
+    entries = [energy.KeyEnergy(stand_in[key], None, *energy.adapter_norm(adapter))
+               for key, adapter in loaded.adapters.items()]
+    table = energy.table(entries, spec.parse("", block_map))
+    rows = table.rows.values()
     return {
-        "base": base,
-        "shares": {block: value / total for block, value in energy.items()},
-        "measured": len(measurable) - unplaced,
-        "not_measured": len(layout.modules) - len(measurable) + unplaced,
+        "base": loaded.layout.base or base_from_metadata(loaded.header.metadata),
+        "blocks": list(block_map.ids),
+        "shares": {b: table.share(b) for b in block_map.ids if table.rows[b].energy > 0},
+        "measured": sum(r.keys - r.unmeasured for r in rows),
+        "not_measured": sum(r.unmeasured for r in rows) + len(table.unplaced),
     }

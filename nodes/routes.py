@@ -5,6 +5,7 @@
 - GET /loradeck/hash?name=N     its SHA-256 and AutoV2 short hash (hashed off the event loop, cached)
 - GET /loradeck/find?sha256=H   the LoRAs whose SHA-256 (or AutoV2 prefix) is H: re-linking a moved file
 - GET /loradeck/energy?name=N   each network block's share of the LoRA's weight change (reads the tensors)
+- GET /loradeck/presets         block-weight presets: A1111's built-ins and the user's block_presets.txt
 
 Names come from the browser, so every one is confined: it must be relative, must not step up ('..'),
 must be a file the host lists in its loras folders (which filters out non-LoRA files), and must lie
@@ -21,10 +22,10 @@ import sys
 
 from aiohttp import web
 
-from ..loader import hashes, names
+from ..loader import hashes, names, presets
 from ..loader.files import LoraFileError, file_identity
 from ..loader.info import block_energy, lora_facts
-from . import folders
+from . import block_presets, folders
 
 PREFIX = "/loradeck"
 MAX_NAME_CHARS = 1024
@@ -75,6 +76,7 @@ class LoraRoutes:
         routes.get(f"{PREFIX}/hash")(self.hash)
         routes.get(f"{PREFIX}/find")(self.find)
         routes.get(f"{PREFIX}/energy")(self.energy)
+        routes.get(f"{PREFIX}/presets")(self.presets)
 
     def resolve(self, raw: str | None) -> tuple[str, str]:
         """(portable name, full path) of a name from the browser, or _Refused."""
@@ -133,6 +135,9 @@ class LoraRoutes:
             while len(self._energy) > ENERGY_CACHE_SIZE:
                 self._energy.pop(next(iter(self._energy)))
         return web.json_response({"name": name, **self._energy[identity]})
+
+    async def presets(self, request: web.Request) -> web.Response:
+        return web.json_response({"builtin": presets.builtin(), "user": block_presets.user_presets()})
 
     async def hash(self, request: web.Request) -> web.Response:
         try:

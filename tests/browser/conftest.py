@@ -87,6 +87,9 @@ def server(tmp_path_factory):
     settings = base / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps(USER_SETTINGS))
+    user_presets = base / "user" / "loradeck" / "block_presets.txt"
+    user_presets.parent.mkdir(parents=True)
+    user_presets.write_text("# my presets\nSOFTFACE:IN04=0.5, OUT05=0.25\n")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     log = open(ARTIFACTS / "server.log", "w")  # noqa: SIM115 (the server writes to it until teardown)

@@ -30,11 +30,16 @@ TAGS = {"1_dataset": {"loradeck_style": 40, "watercolor": 31, "soft light": 12, 
 SDXL_TE2_MODULE = {"lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (64, 64)}
 
 
+# Three joint blocks of an SD3 MMDiT (kohya names): a network shape the editor builds from the LoRA itself.
+SD3_MODULES = {f"lora_unet_joint_blocks_{i}_x_block_attn_qkv": (96, 32) for i in (0, 5, 11)}
+
+
 def write_kohya_lora(path: str | os.PathLike, seed: int, rank: int = 4, alpha: float = 2.0,
-                     tags: dict | None = None, base_version: str = "sd_v1", sdxl: bool = False) -> Path:
+                     tags: dict | None = None, base_version: str = "sd_v1", sdxl: bool = False,
+                     modules: dict | None = None) -> Path:
     generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
-    modules = {**MINI_SD1_MODULES, **(SDXL_TE2_MODULE if sdxl else {})}
+    modules = modules or {**MINI_SD1_MODULES, **(SDXL_TE2_MODULE if sdxl else {})}
     for name, (out_features, in_features) in modules.items():
         tensors[f"{name}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator).half() * 0.1
         tensors[f"{name}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator).half() * 0.1
@@ -66,6 +71,8 @@ def make_library(loras: Path, outside: Path) -> dict[str, Path]:
         "characters/delta_hero.safetensors": write_kohya_lora(loras / "characters" / "delta_hero.safetensors", seed=4),
         "xl/epsilon_xl.safetensors": write_kohya_lora(loras / "xl" / "epsilon_xl.safetensors", seed=6,
                                                       base_version="sdxl_base_v1-0", sdxl=True),
+        "sd3/zeta_sd3.safetensors": write_kohya_lora(loras / "sd3" / "zeta_sd3.safetensors", seed=8,
+                                                     base_version="sd3", modules=SD3_MODULES),
     }
     (loras / "notes.txt").write_text("not a LoRA")
     outside.mkdir(parents=True, exist_ok=True)

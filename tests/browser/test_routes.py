@@ -98,6 +98,13 @@ def test_block_energy(server):
     assert (body["measured"], body["not_measured"], body["base"]) == (5, 0, "sd1")
 
 
+def test_presets(server):
+    code, body = server.get("/loradeck/presets")
+    assert code == 200
+    assert body["builtin"]["INALL"] == "1,1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0"
+    assert body["user"] == {"SOFTFACE": "IN04=0.5, OUT05=0.25"}
+
+
 def test_hash_and_find(server):
     path = server.files["characters/delta_hero.safetensors"]
     sha = hashlib.sha256(path.read_bytes()).hexdigest()

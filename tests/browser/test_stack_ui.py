@@ -115,6 +115,9 @@ def test_block_editor(page, server, docs_dir):
     spec = deck.rows_of(page, node)[0]["blocks"]
     assert spec == ("IN00=0, IN01=0, IN02=0, IN03=0, IN04=0, IN05=0, IN06=0, IN07=0, IN08=0, IN09=0, "
                     "IN10=0, IN11=0, M00=0, OUT00=0, OUT01=0, OUT02=0")
+    editor.locator(".ld-preset").select_option("user:SOFTFACE")  # from the user's block_presets.txt
+    assert deck.rows_of(page, node)[0]["blocks"] == "IN04=0.5, OUT05=0.25"
+    assert editor.locator('.ld-cell[data-block="OUT05"] .ld-cell-value').inner_text() == "0.25"
     text = editor.locator(".ld-spec")
     text.fill("OUT*=0.25, BASE=0")
     text.press("Enter")
@@ -123,6 +126,23 @@ def test_block_editor(page, server, docs_dir):
     editor.locator(".ld-reset").click()
     assert deck.rows_of(page, node)[0]["blocks"] == ""
     assert not page.errors, page.errors
+
+
+def test_block_editor_takes_the_shape_of_other_networks(page, server):
+    node = stack_with_rows(page, [{"on": True, "lora": "sd3/zeta_sd3.safetensors", "strength": 1,
+                                   "clip_strength": None, "blocks": ""}])
+    widget = deck.rows_widget(page, node)
+    assert widget.locator(".ld-badge").inner_text() == "SD3"
+    widget.locator(".ld-blocks").click()
+    editor = widget.locator(".ld-editor")
+    editor.wait_for()
+    assert editor.get_attribute("data-layout") == "chains:J12"  # J00-J11, read from the LoRA's names
+    assert editor.locator(".ld-cell").count() == 12
+    slider = editor.locator('.ld-cell[data-block="J05"] .ld-slider')
+    slider.focus()
+    for _ in range(20):
+        page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).widgets[0].value[0].blocks === 'J05=0'", arg=node)
 
 
 def test_info_panel(page, server, docs_dir):

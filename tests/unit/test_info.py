@@ -59,27 +59,6 @@ def test_block_energy_is_the_norm_of_the_delta(lora):
         assert got["shares"][block] == pytest.approx(value / total, rel=1e-5)
 
 
-@pytest.mark.parametrize(("key", "block"), [
-    ("lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_q", "IN02"),
-    ("lora_unet_down_blocks_1_downsamplers_0_conv", "IN06"),
-    ("lora_unet_up_blocks_3_attentions_2_proj_out", "OUT11"),
-    ("lora_unet_up_blocks_0_upsamplers_0_conv", "OUT02"),
-    ("lora_unet_input_blocks_7_1_transformer_blocks_3_attn2_to_k", "IN07"),
-    ("lora_unet_middle_block_1_proj_in", "M00"),
-    ("unet.mid_block.attentions.0.proj_in", "M00"),
-    ("lora_unet_double_blocks_12_img_attn_qkv", "D12"),
-    ("transformer.single_transformer_blocks.30.proj_mlp", "S30"),
-    ("lora_unet_time_embed_0", None),
-])
-def test_block_of_module(key, block):
-    assert info.block_of_module(key, False, "sd1") == block
-
-
-def test_flux_diffusers_double_blocks():
-    assert info.block_of_module("transformer.transformer_blocks.7.attn.to_q", False, "flux") == "D07"
-    assert info.block_of_module("lora_te1_text_model_encoder_layers_0_mlp_fc1", True, "sdxl") == "BASE"
-
-
 def test_hash_cache_reads_each_version_once(tmp_path, lora):
     store = tmp_path / "cache" / "hashes.json"
     cache = hashes.HashCache(store)

@@ -40,6 +40,35 @@ export const LAYOUTS = {
 
 export const BASE_TO_LAYOUT = { sd1: "sd1", sd2: "sd1", sdxl: "sdxl", flux: "flux" };
 
+/**
+ * The layout key for a LoRA's own block ids (from /loradeck/energy): a known shape when they are one,
+ * else a layout of its chains (SD3 J00…, Wan B00…) registered under a key naming that shape.
+ */
+export function layoutForBlocks(blockIds) {
+  const ids = blockIds.filter((id) => !["BASE", "EMB", "FINAL"].includes(id));
+  if (!ids.length) return null;
+  if (ids.some((id) => id.startsWith("IN"))) {
+    return ids.filter((id) => id.startsWith("IN")).length <= 9 ? "sdxl" : "sd1";
+  }
+  const chains = [];
+  for (const id of ids) {
+    const prefix = id.replace(/\d+$/, "");
+    const chain = chains.find(([name]) => name === prefix);
+    if (chain) chain[1].push(id);
+    else chains.push([prefix, [id]]);
+  }
+  if (chains.length === 2 && chains[0][0] === "D" && chains[1][0] === "S" && chains[0][1].length <= 19
+      && chains[1][1].length <= 38) return "flux";
+  const key = "chains:" + chains.map(([name, list]) => `${name}${list.length}`).join("+");
+  LAYOUTS[key] ??= {
+    label: `This LoRA's blocks (${chains.map(([name, list]) => `${name}×${list.length}`).join(", ")})`,
+    text: blockIds.includes("BASE") ? ["BASE"] : [],
+    chains: chains.map(([name, list]) => [name, list]),
+    vectors: {},
+  };
+  return key;
+}
+
 export function layoutIds(layout) {
   const L = LAYOUTS[layout];
   if (L.chains) return [...L.text, ...L.chains.flatMap(([, chain]) => chain)];
@@ -71,10 +100,10 @@ export function presets(layout) {
     make("ALL0.5", "All blocks 0.5", () => 0.5),
     make("NOTE", "Text encoder off", (id) => (id === "BASE" ? 0 : 1)),
   ];
-  if (L.chains) {
+  if (layout === "flux") {
     list.push(make("DOUBLE", "Double blocks only", (id) => (id.startsWith("S") ? 0 : 1)));
     list.push(make("SINGLE", "Single blocks only", (id) => (id.startsWith("D") ? 0 : 1)));
-  } else {
+  } else if (!L.chains) {
     list.push(make("IN", "Input blocks only", (id) => (id === "BASE" || id.startsWith("IN") ? 1 : 0)));
     list.push(make("MID", "Middle block only", (id) => (id === "BASE" || id === "M00" ? 1 : 0)));
     list.push(make("OUT", "Output blocks only", (id) => (id === "BASE" || id.startsWith("OUT") ? 1 : 0)));

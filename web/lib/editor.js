@@ -3,6 +3,7 @@
 // as grids), a preset picker, and the spec text it writes.
 import { el } from "./dom.js";
 import { LAYOUTS, formatSpec, layoutIds, parseSpec, presets, round } from "./blocks.js";
+import { blockPresets } from "./server.js";
 
 const MIN = -1;
 const MAX = 2;
@@ -30,9 +31,27 @@ export function blockEditor({ spec, layout, energy, onChange }) {
     Object.entries(LAYOUTS).map(([key, L]) => el("option", { value: key, selected: key === current }, L.label)));
   const presetPicker = el("select.ld-select.ld-preset", { title: "Preset" });
 
+  let userPresets = {};
   function fillPresets() {
+    const user = Object.keys(userPresets);
     presetPicker.replaceChildren(el("option", { value: "" }, "Preset…"),
-      ...presets(current).map((p) => el("option", { value: p.name }, p.title)));
+      ...presets(current).map((p) => el("option", { value: p.name }, p.title)),
+      user.length ? el("optgroup", { label: "Your presets (block_presets.txt)" },
+        user.map((name) => el("option", { value: `user:${name}` }, name))) : null);
+  }
+  blockPresets().then((p) => {
+    userPresets = p.user ?? {};
+    fillPresets();
+  });
+
+  function applyText(specText) {
+    const parsed = parseSpec(specText, current);
+    message.textContent = parsed.error ? `${parsed.error}; kept as text for the server to read` : "";
+    values = parsed.values;
+    for (const [id, c] of cells) {
+      c.slider.value = values.get(id);
+      c.show();
+    }
   }
 
   function emit() {
@@ -125,6 +144,14 @@ export function blockEditor({ spec, layout, energy, onChange }) {
     onChange(text.value, current);
   });
   presetPicker.addEventListener("change", () => {
+    if (presetPicker.value.startsWith("user:")) {
+      const specText = userPresets[presetPicker.value.slice(5)] ?? "";
+      presetPicker.value = "";
+      text.value = specText;
+      applyText(specText);
+      onChange(specText, current);
+      return;
+    }
     const preset = presets(current).find((p) => p.name === presetPicker.value);
     presetPicker.value = "";
     if (!preset) return;
@@ -136,13 +163,7 @@ export function blockEditor({ spec, layout, energy, onChange }) {
     emit();
   });
   text.addEventListener("change", () => {
-    const parsed = parseSpec(text.value, current);
-    message.textContent = parsed.error ? `${parsed.error}; kept as text for the server to read` : "";
-    values = parsed.values;
-    for (const [id, c] of cells) {
-      c.slider.value = values.get(id);
-      c.show();
-    }
+    applyText(text.value);
     onChange(text.value.trim(), current);
   });
   text.addEventListener("keydown", (e) => {

@@ -2,7 +2,7 @@
 // resolution, training tags with counts), its size and its hashes. Tags copy with a click.
 import { toast } from "./comfy.js";
 import { copyText, el, floating, formatBytes } from "./dom.js";
-import { BASE_TO_LAYOUT, layoutIds } from "./blocks.js";
+import { BASE_TO_LAYOUT, layoutForBlocks, layoutIds } from "./blocks.js";
 import { loraEnergy, loraHash, loraInfo } from "./server.js";
 
 export const BASE_LABELS = {
@@ -72,8 +72,8 @@ export async function openInfo(name) {
 }
 
 /** Bars in network order: each block's share of the LoRA's weight change (‖ΔW‖², LoRA modules). */
-function energyPicture({ base, shares, measured, not_measured: notMeasured }) {
-  const layout = BASE_TO_LAYOUT[base] ?? (Object.keys(shares).some((b) => /^[DS]\d/.test(b)) ? "flux" : "sd1");
+function energyPicture({ base, blocks, shares, measured, not_measured: notMeasured }) {
+  const layout = BASE_TO_LAYOUT[base] ?? layoutForBlocks(blocks ?? Object.keys(shares)) ?? "sd1";
   const ids = layoutIds(layout);
   const top = Math.max(...ids.map((id) => shares[id] ?? 0), 1e-9);
   const ns = "http://www.w3.org/2000/svg";
@@ -96,12 +96,13 @@ function energyPicture({ base, shares, measured, not_measured: notMeasured }) {
     title.textContent = `${id}: ${(share * 100).toFixed(1)}%`;
     bar.append(title);
     svg.append(bar);
-    if (layout === "flux" ? i % 6 === 0 || id === "S00" : true) {
+    const chain = !id.startsWith("IN") && !id.startsWith("OUT") && id !== "M00" && id !== "BASE";
+    if (chain ? i % 6 === 0 || id.endsWith("00") : true) {
       const label = document.createElementNS(ns, "text");
       label.setAttribute("x", String(i * step + step / 2));
       label.setAttribute("y", String(h + 11));
       label.setAttribute("class", "ld-energy-label");
-      label.textContent = layout === "flux" ? id : id.replace(/^(IN|OUT|M)0?/, "$1").replace(/^(IN|OUT)/, (m) => m[0]);
+      label.textContent = chain ? id : id.replace(/^(IN|OUT|M)0?/, "$1").replace(/^(IN|OUT)/, (m) => m[0]);
       svg.append(label);
     }
   });

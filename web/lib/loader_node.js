@@ -1,5 +1,5 @@
 // Extras on the single-LoRA LoraDeckLoader node: an info button and a block editor for block_weights.
-import { BASE_TO_LAYOUT } from "./blocks.js";
+import { BASE_TO_LAYOUT, layoutForBlocks } from "./blocks.js";
 import { app, graphChanged } from "./comfy.js";
 import { el, floating } from "./dom.js";
 import { blockEditor } from "./editor.js";
@@ -30,7 +30,7 @@ export function loaderTools(node) {
     const { close } = floating(panel);
     panel.append(blockEditor({
       spec: target.value ?? "",
-      layout: BASE_TO_LAYOUT[base] ?? "sd1",
+      layout: BASE_TO_LAYOUT[base] ?? (energy && layoutForBlocks(energy.blocks)) ?? "sd1",
       energy: energy ? new Map(Object.entries(energy.shares)) : null,
       onChange: (spec) => {
         target.value = spec;

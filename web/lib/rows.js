@@ -2,7 +2,7 @@
 // {on, lora, strength, clip_strength, blocks[, sha256]}; the frontend stores that value in the workflow
 // and sends it in the API prompt as {"__value__": [...]}, so rows travel with every save, export,
 // paste, subgraph and undo step without any code of ours on those paths.
-import { BASE_TO_LAYOUT } from "./blocks.js";
+import { BASE_TO_LAYOUT, layoutForBlocks } from "./blocks.js";
 import { graphChanged, toast } from "./comfy.js";
 import { el, icon } from "./dom.js";
 import { blockEditor } from "./editor.js";
@@ -279,7 +279,7 @@ export function rowsWidget(node, inputName) {
       host.replaceChildren(blockEditor({
         spec: row.blocks,
         energy: energy ? new Map(Object.entries(energy.shares)) : null,
-        layout: layoutChoice.get(row) ?? BASE_TO_LAYOUT[base] ?? "sd1",
+        layout: layoutChoice.get(row) ?? BASE_TO_LAYOUT[base] ?? (energy && layoutForBlocks(energy.blocks)) ?? "sd1",
         onChange: (spec, layout) => {
           layoutChoice.set(row, layout);
           row.blocks = spec;

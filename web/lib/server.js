@@ -51,6 +51,17 @@ export function loraHash(name) {
   return hashCache.get(name);
 }
 
+let presetsPromise = null;
+
+/** {builtin: {NAME: spec}, user: {NAME: spec}}: A1111's presets and the user's block_presets.txt. */
+export function blockPresets() {
+  presetsPromise ??= getJson("/loradeck/presets").catch(() => {
+    presetsPromise = null;
+    return { builtin: {}, user: {} };
+  });
+  return presetsPromise;
+}
+
 const energyCache = new Map();
 
 /** {base, shares: {block: 0..1}, measured, not_measured}: where the LoRA changes the network most. */
