@@ -152,6 +152,7 @@ def page(server, browser, request):
     with contextlib.suppress(Exception):  # the screenshot is an aid, never the verdict
         pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     context.close()
+    assert not errors, f"errors in the page: {errors}"
 
 
 @pytest.fixture(scope="session")

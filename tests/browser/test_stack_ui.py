@@ -343,8 +343,11 @@ def test_queue_runs_on_the_server(page, server, docs_dir):
                 pytest.fail(f"the server failed the prompt: {entry['status']}")
         time.sleep(0.5)
     assert text is not None, "the queued workflow did not run"
-    lines = text.splitlines()
+    lines = [line for line in text.splitlines() if not line.startswith(" ")]  # one line per LoRA, then its table
     assert len(lines) == 2  # the disabled row is left out
+    table = [line.split() for line in text.splitlines() if line.startswith(" ")]
+    assert next(row[:2] for row in table if row and row[0] == "IN04") == ["IN04", "0"]  # the block weight applied
+    assert next(row[:2] for row in table if row and row[0] == "OUT03") == ["OUT03", "0.5"]
     assert lines[0].startswith("alpha_style.safetensors: kohya lora")
     assert "model 0.8 → 5 weights" in lines[0]
     assert lines[1].startswith("styles/beta_ink.safetensors: kohya lora")
