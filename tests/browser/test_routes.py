@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,11 @@ def test_hashing_a_big_file_leaves_the_server_responsive(server):
     # The list came back while the hash was still being computed (not queued behind it).
     assert answered < done["at"], (answered - started, done["at"] - started)
     big.unlink()
+
+
+def test_web_folder_served(server):
+    code, scripts = server.get("/extensions")
+    assert code == 200
+    assert "/extensions/comfyui-loradeck/loradeck.js" in scripts
+    with urllib.request.urlopen(server.url + "/extensions/comfyui-loradeck/docs/LoraDeckStack.md") as r:
+        assert r.read().startswith(b"# LoRA Deck Stack")
