@@ -34,7 +34,11 @@ def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True)
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = True
-        import comfy.model_management
+        import comfy.model_management  # (reads args.cpu at import)
+
+        # As in the host's main.py: the root `utils` package first, before nodes.py puts comfy/ on sys.path
+        # (where comfy/utils.py would shadow it and break built-in nodes such as nodes_images).
+        import utils.install_util  # noqa: F401
 
         import nodes
 
