@@ -2,6 +2,8 @@
 import { api } from "./comfy.js";
 
 let listPromise = null;
+let listedAt = 0;
+const LIST_MAX_AGE_MS = 5000; // files added to the folders show up without a page reload
 const infoCache = new Map();
 const hashCache = new Map();
 
@@ -16,7 +18,8 @@ const q = (name) => encodeURIComponent(name);
 
 /** Every LoRA in the loras folders: [{name, size, mtime}]. `fresh` re-reads the folders. */
 export function listLoras(fresh = false) {
-  if (fresh || !listPromise) {
+  if (fresh || !listPromise || Date.now() - listedAt > LIST_MAX_AGE_MS) {
+    listedAt = Date.now();
     listPromise = getJson("/loradeck/list").then((b) => b.loras).catch((e) => {
       listPromise = null;
       throw e;
