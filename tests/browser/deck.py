@@ -18,6 +18,18 @@ def add_node(page, node_type: str, pos=(80, 80)) -> int:
         }}""", [node_type, list(pos)])
 
 
+def add_node_by_search(page, query: str, at=(500, 300)) -> int:
+    """Add a node the way a user does: double-click the canvas, type in the node search, press Enter."""
+    before = set(page.evaluate(f"() => {APP}.graph.nodes.map(n => n.id)"))
+    page.mouse.dblclick(*at)
+    box = page.locator(".comfy-vue-node-search-container input, input[placeholder*='Search']").first
+    box.fill(query)
+    page.locator(".p-autocomplete-option, [role='option']", has_text=query).first.click()
+    page.wait_for_function(f"(n) => {APP}.graph.nodes.length > n", arg=len(before))
+    (new,) = set(page.evaluate(f"() => {APP}.graph.nodes.map(n => n.id)")) - before
+    return new
+
+
 def rows_of(page, node_id) -> list[dict]:
     return page.evaluate(
         f"(id) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'rows').value", node_id)

@@ -29,7 +29,8 @@ def stack_with_rows(page, rows=ROWS, pos=(360, 160)) -> int:
 
 
 def test_add_pick_strengths_toggles(page, server, docs_dir):
-    node = deck.add_node(page, "LoraDeckStack", (360, 160))
+    node = deck.add_node_by_search(page, "LoRA Deck Stack", at=(420, 220))
+    assert page.evaluate(f"(id) => {APP}.graph.getNodeById(id).type", node) == "LoraDeckStack"
     widget = deck.rows_widget(page, node)
     deck.add_row(page, widget, "alpha")
     # The second LoRA through the folder tree instead of the search.
