@@ -38,7 +38,7 @@ class LoadedLora:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
     @cached_property
-    def adapters(self) -> dict[str, adapters.LoRA]:
+    def adapters(self) -> dict[str, adapters.Adapter | adapters.BiasChange]:
         configs = formats.peft_alphas(self.layout.metadata)
         return {
             key: adapters.build(module, self.tensors, configs.get(key.split(".", 1)[0], configs.get("")))

@@ -16,7 +16,7 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import cache, energy, formats, spec
+from ..loader import adapters, cache, energy, files, formats, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
 from . import block_presets, folders
@@ -30,6 +30,7 @@ HOST_FAMILIES = {
     "sdxl": ("SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B", "SDXL_instructpix2pix"),
     "sd3": ("SD3",),
     "flux": ("Flux", "FluxSchnell", "FluxInpaint", "Chroma"),
+    "chroma": ("Chroma", "Flux", "FluxSchnell"),
 }
 
 
@@ -78,10 +79,14 @@ class LoraReport:
     clip_keys: int = 0
     skipped_text_encoder: int = 0
     unmatched: list[str] = field(default_factory=list)
+    not_understood: int = 0
     note: str = ""
     resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
+    error: str = ""  # set when the LoRA was skipped (skip_unloadable)
 
     def line(self) -> str:
+        if self.error:
+            return f"{self.name}: skipped, {self.error}"
         kinds = "+".join(self.kinds) or "no adapters"
         text = (f"{self.name}: {self.family} {kinds}, base {self.base or 'unknown'}; "
                 f"model {self.strength_model:g} → {self.model_keys} weights, "
@@ -91,7 +96,10 @@ class LoraReport:
         if self.skipped_text_encoder:
             text += f"; {self.skipped_text_encoder} text-encoder modules skipped (no CLIP connected)"
         if self.unmatched:
-            text += f"; {len(self.unmatched)} modules matched nothing in this model"
+            examples = ", ".join(self.unmatched[:3])
+            text += f"; {len(self.unmatched)} modules matched nothing in this model (e.g. {examples})"
+        if self.not_understood:
+            text += f"; {self.not_understood} tensors in no layout this version understands"
         if self.note:
             text += f"; {self.note}"
         if self.resolved:
@@ -111,8 +119,13 @@ def _mismatch_note(base: str | None, architecture: str | None) -> str:
     return f"this is a {base.upper()} LoRA but the model is {architecture}"
 
 
-def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object, list[LoraReport]]:
-    """Clones of model and clip with every entry's patches added, and a report per entry."""
+def apply_stack(model, clip, entries: list[StackEntry],
+                skip_unloadable: bool = False) -> tuple[object, object, list[LoraReport]]:
+    """Clones of model and clip with every entry's patches added, and a report per entry.
+
+    A LoRA that cannot be loaded (unreadable file, unknown layout, nothing matching this model) stops the
+    workflow with a message naming it, or with `skip_unloadable` is left out and reported.
+    """
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
@@ -125,14 +138,34 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     )
     reports = []
     for entry in entries:
-        loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
         try:
             weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
-        reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
+        try:
+            loaded = _load(entry.lora_name)
+            reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
+        except LoraApplyError as e:
+            if not skip_unloadable:
+                raise
+            log.warning("LoRA Deck: skipped %s", e)
+            reports.append(LoraReport(entry.lora_name, "", (), None, entry.strength_model, entry.strength_clip,
+                                      entry.blocks, error=str(e).removeprefix(f"{entry.lora_name}: ")))
+            continue
         _attach_metadata(loaded.layout.metadata, new_model, new_clip)
     return new_model, new_clip, reports
+
+
+def _load(lora_name: str):
+    try:
+        loaded = cache.shared_cache.load(folders.resolve(lora_name))
+    except (files.LoraFileError, OSError, ValueError) as e:
+        problem = e.problem if isinstance(e, files.LoraFileError) else str(e)
+        raise LoraApplyError(f"{lora_name}: {problem}") from None
+    problem = loaded.layout.problem()
+    if problem:
+        raise LoraApplyError(f"{lora_name}: {problem}")
+    return loaded
 
 
 def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
@@ -167,13 +200,30 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
         slices = weights.row_slices(model_key, offset) if splittable else None
         if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
             first = offset[1] if offset else 0
+            bias_key = _bias_key(model_key)
             for (dim, start, length), ratio in slices:
-                part = dataclasses.replace(adapter, up=adapter.up[start - first: start - first + length])
-                groups.setdefault((target, ratio), {})[(model_key, (dim, start, length))] = DeckPatch(
-                    {module_key}, [part])
+                rows = slice(start - first, start - first + length)
+                part = dataclasses.replace(adapter, up=adapter.up[rows], bias=None)
+                group = groups.setdefault((target, ratio), {})
+                group[(model_key, (dim, start, length))] = DeckPatch({module_key}, [part])
+                if adapter.bias is not None and bias_key is not None:
+                    group[(bias_key, (dim, start, length))] = DeckPatch(
+                        {module_key}, [adapters.BiasChange(adapter.bias[rows])])
             continue
         ratio = weights.ratio(model_key, offset)
-        groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
+        group = groups.setdefault((target, ratio), {})
+        if not isinstance(adapter, adapters.BiasChange):
+            group[host_key] = DeckPatch({module_key}, [adapter])
+        bias = adapter.bias_delta if isinstance(adapter, adapters.BiasChange) else adapter.bias
+        bias_key = _bias_key(host_key)
+        if bias is not None and bias_key is not None:
+            group[bias_key] = DeckPatch({module_key}, [adapters.BiasChange(bias)])
+    report.note = _mismatch_note(layout.base, architecture)
+    report.not_understood = len(layout.unused)
+    if not any(groups.values()) and report.unmatched:
+        reason = report.note or (f"none of its {len(loaded.adapters)} modules ({layout.family} "
+                                 f"{'+'.join(layout.adapter_kinds)}) match this model's weights")
+        raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
     for (target, ratio), patches in groups.items():
         patcher, strength = (new_model, entry.strength_model) if target == "model" else (new_clip, entry.strength_clip)
         if strength * ratio == 0:
@@ -183,13 +233,8 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             report.model_keys += len(accepted)
         else:
             report.clip_keys += len(accepted)
-    report.note = _mismatch_note(layout.base, architecture)
     if entry.blocks:
         report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
-    matched = sum(len(p) for p in groups.values())
-    if matched == 0 and report.unmatched:
-        reason = report.note or f"none of its {len(loaded.adapters)} modules match this model's weights"
-        raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
     if report.unmatched:
         examples = ", ".join(report.unmatched[:3])
         log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
@@ -207,6 +252,15 @@ def _host_key(module_key: str, unet_map: dict, clip_map: dict):
         if candidate in clip_map:
             return "clip", clip_map[candidate]
     return None, None
+
+
+def _bias_key(host_key):
+    """The host key of the bias beside a weight key (a tuple key keeps its row slice and function)."""
+    key = host_key[0] if isinstance(host_key, tuple) else host_key
+    if not key.endswith(".weight"):
+        return None
+    bias = key[: -len(".weight")] + ".bias"
+    return (bias, *host_key[1:]) if isinstance(host_key, tuple) else bias
 
 
 def report_text(reports: list[LoraReport]) -> str:
