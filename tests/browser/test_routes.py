@@ -74,7 +74,7 @@ def test_list_holds_only_loras_inside_the_folders(server):
 def test_symlink_placed_by_the_user_works(server):
     code, body = server.get("/loradeck/info?name=linked.safetensors")
     assert code == 200, body
-    assert body["adapters"] == ["lora"]
+    assert body["adapter_kinds"] == ["lora"]
     code, body = server.get("/loradeck/hash?name=linked.safetensors")
     target = Path(os.path.realpath(server.files["linked.safetensors"]))
     assert target.parent == server.outside  # the link leads out of the folder: the user put it there
@@ -84,10 +84,10 @@ def test_symlink_placed_by_the_user_works(server):
 def test_info_facts(server):
     code, info = server.get("/loradeck/info?name=styles/beta_ink.safetensors")
     assert code == 200, info
-    assert (info["file_type"], info["family"], info["adapters"]) == ("safetensors", "kohya", ["lora"])
+    assert (info["format"], info["adapter_kinds"]) == ("kohya", ["lora"])
     assert (info["base"], info["ranks"], info["alphas"], info["modules"]) == ("sd1", [8], [8.0], 5)
-    assert info["tags"] == [["ink", 9], ["lineart", 4]]
-    assert info["resolution"] == "512x512"
+    assert info["tags"] == [{"tag": "ink", "count": 9}, {"tag": "lineart", "count": 4}]
+    assert info["resolution"] == [512, 512]
     assert info["size"] == server.files["styles/beta_ink.safetensors"].stat().st_size
 
 

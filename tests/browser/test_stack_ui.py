@@ -440,6 +440,7 @@ def test_loader_node_info_and_block_editor(page, server):
     page.keyboard.press("Escape")
     # The buttons hold no value: the saved widgets and the API prompt are the node's own.
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
-    assert sorted(prompt[str(node)]["inputs"]) == ["block_weights", "lora_name", "strength_clip", "strength_model"]
+    inputs = prompt[str(node)]["inputs"]
+    assert sorted(inputs) == ["block_weights", "lora_name", "skip_unloadable", "strength_clip", "strength_model"]
     saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => n.id === id).widgets_values", node)
-    assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0"]
+    assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False]

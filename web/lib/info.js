@@ -35,30 +35,38 @@ export async function openInfo(name) {
     return { close };
   }
   const hashCell = el("span.ld-hash", {}, info.sha256 ? "" : "hashing…");
+  const json = (v) => (v && typeof v === "object" ? JSON.stringify(v) : v);
   const facts = [
     ["File", name],
     ["Size", formatBytes(info.size)],
-    ["Format", [info.file_type, info.family].filter(Boolean).join(" · ")],
-    ["Adapters", (info.adapters || []).join(", ")],
+    ["Format", info.format_label],
+    ["Adapters", (info.adapter_kinds || []).join(", ")],
     ["Base model", baseText(info)],
+    ["Text encoders", (info.text_encoders || []).join(", ")],
     ["Rank", (info.ranks || []).join(", ")],
     ["Alpha", (info.alphas || []).join(", ") || (info.ranks?.length ? "= rank (not stored)" : "")],
     ["Modules", info.modules !== undefined
       ? `${info.modules} (${info.text_encoder_modules} text encoder)` +
         (info.unused_tensors ? `, ${info.unused_tensors} tensors not understood` : "")
       : ""],
-    ["Resolution", info.resolution],
+    ["Problem", info.problem],
+    ["Resolution", (info.resolution || []).join("x")],
     ["Title", info.title],
-    ["Trigger", info.trigger],
+    ["Trigger", info.trigger_phrase],
     ["Hashes", hashCell],
-    ...Object.entries(info.training || {}).map(([k, v]) => [`Trained ${k.replace(/_/g, " ")}`, v]),
+    ["Trained on", info.trained_on],
+    ["Network", [info.network_module, json(Object.keys(info.network_args || {}).length ? info.network_args : null)]
+      .filter(Boolean).join(" ")],
+    ["Epochs", info.epochs],
+    ["Steps", info.steps],
+    ["Author", info.author],
+    ["Description", info.description],
   ].filter(([, v]) => v !== undefined && v !== null && v !== "");
   const table = el("table.ld-facts", {}, facts.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
   const energy = el("div.ld-energy", {}, el("div.ld-tags-head", {}, "Block energy: reading the weights…"));
   body.replaceChildren(table, energy, tagSection(info.tags || []));
   loraEnergy(name).then((e) => energy.replaceChildren(...energyPicture(e)),
     (e) => energy.replaceChildren(el("div.ld-muted", {}, `Block energy: ${e.message}`)));
-  if (info.note) body.append(el("div.ld-muted", {}, info.note));
 
   const showHash = ({ sha256, autov2 }) => {
     hashCell.replaceChildren(
@@ -123,7 +131,7 @@ function baseText(info) {
 
 function tagSection(tags) {
   if (!tags.length) return el("div.ld-muted", {}, "No training tags in this file.");
-  const shown = tags.slice(0, 60);
+  const shown = tags.slice(0, 60).map(({ tag, count }) => [tag, count]);
   return el("div.ld-tags-section", {},
     el("div.ld-tags-head", {}, `Training tags (${tags.length}) — click to copy`,
       el("button.ld-btn.ld-copy-tags", {

@@ -205,7 +205,7 @@ export function rowsWidget(node, inputName) {
       loraInfo(row.lora).then((info) => {
         badge.textContent = baseLabel(info.base);
         badge.dataset.base = info.base ?? "";
-        badge.title = `Base model ${baseLabel(info.base)} · ${(info.adapters || []).join(", ")}` +
+        badge.title = `Base model ${baseLabel(info.base)} · ${(info.adapter_kinds || []).join(", ")}` +
           (info.ranks?.length ? ` · rank ${info.ranks.join("/")}` : "");
       }, () => (badge.textContent = "!"));
     } else badge.textContent = row.lora ? "—" : "";
