@@ -21,8 +21,15 @@ def add_node(page, node_type: str, pos=(80, 80)) -> int:
 def add_node_by_search(page, query: str, at=(500, 300)) -> int:
     """Add a node the way a user does: double-click the canvas, type in the node search, press Enter."""
     before = set(page.evaluate(f"() => {APP}.graph.nodes.map(n => n.id)"))
-    page.mouse.dblclick(*at)
     box = page.locator(".comfy-vue-node-search-container input, input[placeholder*='Search']").first
+    for attempt in range(4):  # a double-click that lands while the canvas is still settling opens nothing
+        page.mouse.dblclick(*at)
+        try:
+            box.wait_for(state="visible", timeout=5_000)
+            break
+        except Exception:
+            if attempt == 3:
+                raise
     box.fill(query)
     page.locator(".p-autocomplete-option, [role='option']", has_text=query).first.click()
     page.wait_for_function(f"(n) => {APP}.graph.nodes.length > n", arg=len(before))
