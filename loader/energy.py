@@ -193,12 +193,22 @@ def table(entries: list[KeyEnergy], weights: BlockWeights) -> EnergyTable:
     return EnergyTable(block_map, rows, unplaced, dora)
 
 
-
-
 def adapter_norm(adapter) -> tuple[str, float | None, bool]:
-    """(kind, ‖ΔW‖ at strength 1 or None when not measured, DoRA?) of one `loader.adapters` adapter."""
-    up, down = getattr(adapter, "up", None), getattr(adapter, "down", None)
-    if up is not None and down is not None:
-        dora = not getattr(adapter, "linear", True)
-        return ("dora" if dora else "lora"), lora_norm(up, down, adapter.scale, getattr(adapter, "mid", None)), dora
-    return type(adapter).__name__.lower(), None, False
+    """(kind, ‖ΔW‖ at strength 1 or None when not measured, DoRA?) of one `loader.adapters` adapter.
+
+    Adapters whose change depends on the base weight (GLoRA, IA³, OFT, BOFT) are not measured here.
+    """
+    dora = bool(getattr(adapter, "is_dora", not getattr(adapter, "linear", True)))
+    kind = getattr(adapter, "kind", type(adapter).__name__.lower())
+    scale = getattr(adapter, "scale", 1.0)
+    if kind == "lora":
+        return ("dora" if dora else "lora"), lora_norm(adapter.up, adapter.down, scale, adapter.mid), dora
+    if kind == "loha":
+        tensors = {name: getattr(adapter, name) for name in ("w1a", "w1b", "w2a", "w2b", "t1", "t2")}
+        return kind, loha_norm(tensors, scale), dora
+    if kind == "lokr":
+        names = {"w1": "w1", "w1_a": "w1a", "w1_b": "w1b", "w2": "w2", "w2_a": "w2a", "w2_b": "w2b", "t2": "t2"}
+        return kind, lokr_norm({ours: getattr(adapter, theirs) for ours, theirs in names.items()}, scale), dora
+    if kind == "full":
+        return kind, float(torch.linalg.vector_norm(_f64(adapter.diff))), dora
+    return kind, None, dora

@@ -200,3 +200,27 @@ def test_unet_cells_form_a_u():
     assert rows["IN00"] < rows["IN05"] < rows["IN11"] < rows["M00"]
     assert rows["OUT00"] == rows["IN11"] and rows["OUT11"] == rows["IN00"]
     assert not math.isnan(heatmap.colour(0.5)[0])
+
+
+def test_adapter_norms_of_every_factored_kind_equal_their_full_deltas():
+    from loader import adapters
+    from loader.energy import adapter_norm
+
+    g = torch.Generator().manual_seed(5)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    weight = torch.zeros(12, 8)
+    cases = [
+        adapters.LoRA(up=r(12, 3), down=r(3, 8), scale=0.5),
+        adapters.LoHa(w1a=r(12, 2), w1b=r(2, 8), w2a=r(12, 2), w2b=r(2, 8), scale=2.0),
+        adapters.LoKr(w1=r(3, 2), w2a=r(4, 2), w2b=r(2, 4), scale=0.25),
+        adapters.LoKr(w1a=r(3, 1), w1b=r(1, 2), w2=r(4, 4)),
+        adapters.Full(diff=r(12, 8)),
+    ]
+    for adapter in cases:
+        kind, norm, dora = adapter_norm(adapter)
+        assert kind == adapter.kind and not dora
+        assert norm == pytest.approx(adapter.delta(weight).norm().item(), rel=1e-5)
+    assert adapter_norm(adapters.IA3(w=r(12)))[1] is None  # depends on the base weight: not measured
