@@ -212,7 +212,8 @@ def module_rank(header: Header, module: Module) -> int | None:
         role = "w1b" if "w1b" in module.parts else "w2b" if "w2b" in module.parts else None
     if role is None or role not in module.parts:
         return None
-    return header.tensors[module.parts[role]].shape[0]
+    shape = header.tensors[module.parts[role]].shape
+    return shape[0] if shape else None  # a scalar factor has no rank (its adapter is refused when built)
 
 
 def _check_lora_shapes(header: Header, module: Module) -> None:
