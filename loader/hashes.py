@@ -7,12 +7,13 @@ atomically, so a 2 GB file is read once, not at every start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 
+from . import atomic
 from .files import file_identity
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -84,11 +85,6 @@ class HashCache:
         folder = os.path.dirname(self._store) or "."
         os.makedirs(folder, exist_ok=True)
         entries = [[*identity, sha] for identity, sha in self._by_identity.items()]
-        fd, temp = tempfile.mkstemp(prefix=".hashes-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(entries, f)
-            os.replace(temp, self._store)
-        except OSError:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        # Our own cache file, so replacing it is always meant; one that cannot be saved is recomputed next time.
+        with contextlib.suppress(OSError):
+            atomic.write_text(self._store, json.dumps(entries), replace=True)
