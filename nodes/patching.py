@@ -1,9 +1,10 @@
 """A stack of LoRAs registered on clones of the host's MODEL and CLIP as the host's own weight patches.
 
 Key maps come from the live model (`comfy.lora.model_lora_keys_*`), so every architecture the host knows
-is covered. Each module's adapter sits in a `DeckPatch`, a host weight adapter that computes its change
-in fp32 when the host patches the weight; one `add_patches` call per (patcher, strength × block ratio).
-Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatching keep working.
+is covered. The whole stack becomes one patch per weight: a `FusedStackPatch` (a host weight adapter)
+holding every entry's contribution to that weight, computed when the host patches the weight as one
+fp32 matrix product over the stacked low-rank factors (`loader.fuse`). Model weights are never written
+here, so lowvram, dynamic VRAM, hooks and unpatching keep working.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import cache, formats, spec
+from ..loader import cache, formats, fuse, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
 from . import folders
@@ -64,6 +65,51 @@ def _identity(x):
     return x
 
 
+class FusedStackPatch(WeightAdapterBase):
+    """Every stack entry's change to one weight, as one host patch (registered with strength 1.0).
+
+    `weights` is `[uses_key_function, *fuse.pack(terms)]`: only tensors, numbers, strings and adapter
+    objects, so a host that moves patch data between devices and rebuilds the patch as
+    `type(patch)(loaded_keys, weights)` keeps it working.
+    """
+
+    name = "loradeck_stack"
+
+    def __init__(self, loaded_keys: set[str], weights: list):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        uses_key_function, *packed = self.weights
+        # The host hands an identity lambda when the key has no transform; skipping it keeps the update in place.
+        return fuse.apply_packed(weight, packed, strength, function if uses_key_function else None)
+
+
+class StackPatches:
+    """Every entry's contributions, gathered per (target, host key) in stack order; one fused patch per weight."""
+
+    def __init__(self):
+        self._terms: dict[tuple[str, object], list[tuple[str, fuse.Term]]] = {}
+
+    def add(self, target: str, host_key, module_key: str, adapter, coefficient: float) -> None:
+        if coefficient != 0:
+            self._terms.setdefault((target, host_key), []).append((module_key, fuse.Term(adapter, coefficient)))
+
+    def register(self, model, clip) -> dict[str, set]:
+        """add_patches once per patcher; returns the host keys each target accepted."""
+        by_target: dict[str, dict] = {"model": {}, "clip": {}}
+        for (target, host_key), contributions in self._terms.items():
+            uses_key_function = isinstance(host_key, tuple) and len(host_key) > 2
+            weights = [uses_key_function, *fuse.pack([term for _, term in contributions])]
+            by_target[target][host_key] = FusedStackPatch({key for key, _ in contributions}, weights)
+        accepted = {"model": set(), "clip": set()}
+        for target, patcher in (("model", model), ("clip", clip)):
+            if by_target[target] and patcher is not None:
+                accepted[target] = set(patcher.add_patches(by_target[target], 1.0))
+        return accepted
+
+
 @dataclass
 class LoraReport:
     name: str
@@ -107,6 +153,15 @@ def _mismatch_note(base: str | None, architecture: str | None) -> str:
     return f"this is a {base.upper()} LoRA but the model is {architecture}"
 
 
+def block_map_of(model, clip) -> BlockMap:
+    """The block ids of the live model and text encoder, for block-weight specs."""
+    return BlockMap.from_keys(
+        architecture_of(model) if model is not None else "unknown",
+        list(model.model.state_dict()) if model is not None else [],
+        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
+    )
+
+
 def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object, list[LoraReport]]:
     """Clones of model and clip with every entry's patches added, and a report per entry."""
     new_model = model.clone() if model is not None else None
@@ -114,62 +169,65 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
     clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
     architecture = architecture_of(model) if model is not None else None
-    block_map = BlockMap.from_keys(
-        architecture or "unknown",
-        list(model.model.state_dict()) if model is not None else [],
-        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
-    )
+    block_map = block_map_of(model, clip)
     reports = []
+    patches = StackPatches()
+    contributed: list[dict[str, set]] = []
     for entry in entries:
         loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
         try:
             weights = spec.parse(entry.blocks, block_map)
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
-        reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture))
+        report, keys = _apply_one(loaded, entry, weights, patches, new_clip is not None, unet_map, clip_map,
+                                  architecture)
+        reports.append(report)
+        contributed.append(keys)
+    accepted = patches.register(new_model, new_clip)
+    for report, keys in zip(reports, contributed, strict=True):
+        report.model_keys = len(keys["model"] & accepted["model"])
+        report.clip_keys = len(keys["clip"] & accepted["clip"])
     return new_model, new_clip, reports
 
 
-def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture) -> LoraReport:
+def _apply_one(loaded, entry, weights, patches: StackPatches, has_clip: bool, unet_map, clip_map,
+               architecture) -> tuple[LoraReport, dict[str, set]]:
+    """Add one entry's contributions to `patches`; its report, and the host keys it contributed to per target."""
     layout = loaded.layout
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
-    groups: dict[tuple[str, float], dict] = {}
-    for module_key, adapter in loaded.adapters.items():
+    targets: dict[str, tuple[str, object]] = {}
+    for module_key, module in layout.modules.items():
         target, host_key = _host_key(module_key, unet_map, clip_map)
         if host_key is not None:
-            pass
-        elif layout.modules[module_key].is_text_encoder and new_clip is None:
+            targets[module_key] = (target, host_key)
+        elif module.is_text_encoder and not has_clip:
             report.skipped_text_encoder += 1
-            continue
         else:
             report.unmatched.append(module_key)
-            continue
+    keys: dict[str, set] = {"model": set(), "clip": set()}
+    strengths = {"model": entry.strength_model, "clip": entry.strength_clip}
+    used = [m for m, (target, _) in targets.items() if strengths[target] != 0]
+    adapters = loaded.adapters_for(used)  # only the tensors this model will use are read
+    for module_key in used:
+        target, host_key = targets[module_key]
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
-        ratio = weights.ratio(model_key, offset)
-        groups.setdefault((target, ratio), {})[host_key] = DeckPatch({module_key}, [adapter])
-    for (target, ratio), patches in groups.items():
-        patcher, strength = (new_model, entry.strength_model) if target == "model" else (new_clip, entry.strength_clip)
-        if strength * ratio == 0:
-            continue
-        accepted = patcher.add_patches(patches, strength * ratio)
-        if target == "model":
-            report.model_keys += len(accepted)
-        else:
-            report.clip_keys += len(accepted)
+        coefficient = strengths[target] * weights.ratio(model_key, offset)
+        if coefficient != 0:
+            patches.add(target, host_key, module_key, adapters[module_key], coefficient)
+            keys[target].add(host_key)
     report.note = _mismatch_note(layout.base, architecture)
-    matched = sum(len(p) for p in groups.values())
-    if matched == 0 and report.unmatched:
-        reason = report.note or f"none of its {len(loaded.adapters)} modules match this model's weights"
+    if not targets and report.unmatched:
+        reason = report.note or f"none of its {len(layout.modules)} modules match this model's weights"
         raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
     if report.unmatched:
         examples = ", ".join(report.unmatched[:3])
         log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
-                    entry.lora_name, len(report.unmatched), len(loaded.adapters), examples,
+                    entry.lora_name, len(report.unmatched), len(layout.modules), examples,
                     f"; {report.note}" if report.note else "")
     elif report.note:
         log.warning("LoRA Deck: %s: %s", entry.lora_name, report.note)
-    return report
+    return report, keys
 
 
 def _host_key(module_key: str, unet_map: dict, clip_map: dict):

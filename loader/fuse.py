@@ -1,0 +1,149 @@
+"""One weight change for a whole stack: Σ cᵢ·ΔWᵢ as a single matrix product over the stacked low-rank factors.
+
+Stacking N LoRAs the usual way costs, per weight, N matrix products of rank r, N full-size temporaries and
+N read-modify-writes of the weight. Here the factors of consecutive low-rank entries are concatenated
+(up: [out, N·r], down: [N·r, in]) with each entry's coefficient (strength × block ratio × alpha/rank)
+folded into the smaller factor, and the weight is updated by one fp32 `addmm` in place: one pass over the
+weight, one rank-N·r product. Entries that are not low-rank (DoRA, LoHa, LoKr, full, OFT, IA3, …) are
+applied by their own `apply_` between the fused runs, so the stack order — which matters for the
+non-linear ones — is kept exactly.
+
+A stack is packed into plain lists of tensors, floats and adapter objects (`pack`), the form a host can
+move between devices and rebuild from, and applied with `apply_packed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, is_dataclass, replace
+
+import torch
+
+LOW_RANK = "lowrank"
+ADAPTER = "adapter"
+
+
+@dataclass(frozen=True)
+class Term:
+    """One stack entry's contribution to one weight: `coefficient` × the adapter's change."""
+
+    adapter: object
+    coefficient: float
+
+
+def is_low_rank(adapter) -> bool:
+    """An additive adapter whose change is up @ down (plain LoRA, LoCon, Tucker); fused, never applied alone."""
+    return (bool(getattr(adapter, "linear", False)) and getattr(adapter, "up", None) is not None
+            and getattr(adapter, "down", None) is not None)
+
+
+def pack(terms: Sequence[Term]) -> list:
+    """The terms as host-movable data: ("lowrank", c·scale, up, down, mid) or ("adapter", c, adapter)."""
+    packed = []
+    for term in terms:
+        adapter = term.adapter
+        if is_low_rank(adapter):
+            coefficient = term.coefficient * float(getattr(adapter, "scale", 1.0))
+            packed.append((LOW_RANK, coefficient, adapter.up, adapter.down, getattr(adapter, "mid", None)))
+        else:
+            packed.append((ADAPTER, term.coefficient, adapter))
+    return packed
+
+
+def rank_of(packed: Sequence) -> int:
+    """Total rank of the fused low-rank factors (the K of the one matrix product)."""
+    return sum(item[3].shape[0] for item in packed if item[0] == LOW_RANK)
+
+
+def apply_packed(weight: torch.Tensor, packed: Sequence, strength: float = 1.0,
+                 function: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Add every packed term to `weight` in stack order, in place; consecutive low-rank terms in one product.
+
+    `strength` multiplies every coefficient; `function`, when given, maps each fused change before it is
+    added (the host's per-key transform). Returns `weight`.
+    """
+    run: list = []
+    for item in packed:
+        if item[0] == LOW_RANK:
+            run.append(item)
+            continue
+        if run:
+            _add_low_rank_(weight, run, strength, function)
+            run = []
+        _, coefficient, adapter = item
+        _apply_adapter_(weight, adapter, strength * coefficient, function)
+    if run:
+        _add_low_rank_(weight, run, strength, function)
+    return weight
+
+
+def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (up [out, K], down [K, n]) on the weight's device with every coefficient folded into the smaller one."""
+    out_features = weight.shape[0]
+    n = weight.numel() // out_features if out_features else 0
+    ranks = [_core_rank(item) for item in run]
+    total = sum(ranks)
+    device = weight.device
+    up = torch.empty(out_features, total, dtype=torch.float32, device=device)
+    down = torch.empty(total, n, dtype=torch.float32, device=device)
+    fold_into_up = out_features <= n
+    start = 0
+    for item, rank in zip(run, ranks, strict=True):
+        _, coefficient, item_up, item_down, mid = item
+        stop = start + rank
+        up[:, start:stop].copy_(item_up.reshape(out_features, rank))
+        if mid is None:
+            down[start:stop].copy_(item_down.reshape(rank, n))
+        else:  # Tucker: the core mid ×₁ down is this entry's down factor, [rank_of_mid, in·kh·kw]
+            down[start:stop].copy_(_tucker_core(mid, item_down, device).reshape(rank, n))
+        (up[:, start:stop] if fold_into_up else down[start:stop]).mul_(coefficient)
+        start = stop
+    return up, down
+
+
+def _core_rank(item) -> int:
+    up = item[2]
+    return up.shape[1]
+
+
+def _tucker_core(mid: torch.Tensor, down: torch.Tensor, device) -> torch.Tensor:
+    mid = mid.to(device=device, dtype=torch.float32)
+    down = down.to(device=device, dtype=torch.float32).flatten(start_dim=1)
+    return torch.einsum("mnhw,ni->mihw", mid, down)
+
+
+def _add_low_rank_(weight: torch.Tensor, run: Sequence, strength: float, function) -> None:
+    up, down = stacked_factors(run, weight)
+    if strength != 1.0:
+        (up if up.numel() <= down.numel() else down).mul_(strength)
+    if function is None and weight.dtype == torch.float32 and weight.is_contiguous():
+        # One pass over the weight: weight ← weight + up @ down, written in place.
+        weight.view(up.shape[0], down.shape[1]).addmm_(up, down)
+        return
+    change = (up @ down).reshape(weight.shape)
+    if function is not None:
+        change = function(change)
+    weight += change.to(weight.dtype)
+
+
+def _apply_adapter_(weight: torch.Tensor, adapter, strength: float, function) -> None:
+    adapter = _on_device(adapter, weight.device)
+    if function is None and weight.dtype == torch.float32:
+        adapter.apply_(weight, strength)
+        return
+    # The adapter computes in fp32 on a copy; the change is mapped and added in the weight's own dtype.
+    result = weight.to(torch.float32, copy=True)
+    adapter.apply_(result, strength)
+    change = result - weight.to(torch.float32)
+    if function is not None:
+        change = function(change)
+    weight += change.to(weight.dtype)
+
+
+def _on_device(adapter, device: torch.device):
+    """The adapter with its tensors on `device` (a copy only when some tensor lives elsewhere)."""
+    if not is_dataclass(adapter):
+        return adapter
+    moved = {f.name: getattr(adapter, f.name).to(device) for f in fields(adapter)
+             if isinstance(getattr(adapter, f.name), torch.Tensor) and getattr(adapter, f.name).device != device}
+    return replace(adapter, **moved) if moved else adapter
