@@ -37,6 +37,7 @@ $(VENV)/.ready: pyproject.toml $(if $(filter $(abspath $(BUNDLED_HOST)),$(COMFYU
 	touch $@
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-unit: setup

@@ -50,15 +50,19 @@ def _inside(root: str, candidate: str, relative: str) -> bool:
 
 def missing_message(name: str, available: list[str]) -> str:
     portable = [a.replace("\\", "/") for a in available]
-    wanted = name.replace("\\", "/")
-    base = wanted.rsplit("/", 1)[-1].lower()
-    by_base = {a.rsplit("/", 1)[-1].lower(): a for a in portable}
-    close = difflib.get_close_matches(wanted, portable, n=3, cutoff=0.6)
-    close += [by_base[m] for m in difflib.get_close_matches(base, list(by_base), n=3, cutoff=0.6)]
-    suggestions = list(dict.fromkeys(close))[:3]
+    by_stem: dict[str, list[str]] = {}
+    for candidate in portable:
+        by_stem.setdefault(_stem(candidate), []).append(candidate)
+    # Same file name in another folder first (a moved file), then names that read alike.
+    close = difflib.get_close_matches(_stem(name.replace("\\", "/")), list(by_stem), n=3, cutoff=0.6)
+    suggestions = [c for stem in close for c in by_stem[stem]][:3]
     message = f"LoRA not found: {name!r} is not in your loras folders"
     if suggestions:
         message += "; did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
     elif not available:
         message += " (they hold no LoRA files)"
     return message
+
+
+def _stem(name: str) -> str:
+    return os.path.splitext(name.rsplit("/", 1)[-1])[0].lower()

@@ -42,6 +42,8 @@ class LoraDeckLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights=""):
+        if strength_model == 0 and (clip is None or strength_clip == 0):
+            return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied")
         entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
         new_model, new_clip, reports = patching.apply_stack(model, clip, [entry])
         return io.NodeOutput(new_model, new_clip, patching.report_text(reports))

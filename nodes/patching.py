@@ -183,11 +183,20 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
                                   architecture)
         reports.append(report)
         contributed.append(keys)
+        _attach_metadata(loaded.layout.metadata, new_model, new_clip)
     accepted = patches.register(new_model, new_clip)
     for report, keys in zip(reports, contributed, strict=True):
         report.model_keys = len(keys["model"] & accepted["model"])
         report.clip_keys = len(keys["clip"] & accepted["clip"])
     return new_model, new_clip, reports
+
+
+def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
+    """As newer hosts' own loader does: the last LoRA's metadata rides on the patchers (LTXV IC-LoRA reads it)."""
+    for patcher in patchers:
+        target = getattr(patcher, "patcher", patcher)  # a CLIP holds its ModelPatcher
+        if target is not None and hasattr(target, "set_attachments"):
+            target.set_attachments("lora_metadata", metadata)
 
 
 def _apply_one(loaded, entry, weights, patches: StackPatches, has_clip: bool, unet_map, clip_map,

@@ -12,7 +12,6 @@ import comfy.lora_convert
 import comfy.utils
 import producers
 import pytest
-import torch
 from compare import changed, worst_relative_error
 
 import nodes
@@ -120,7 +119,7 @@ def unfused_deck_reference(pack, model, entries):
         loaded = pack.loader.cache.read_lora(path)
         patches = {}
         for module_key, adapter in loaded.adapters.items():
-            target, host_key = pack.nodes.patching._host_key(module_key, unet_map, {})
+            _, host_key = pack.nodes.patching._host_key(module_key, unet_map, {})
             if host_key is not None:
                 patches[host_key] = pack.nodes.patching.DeckPatch({module_key}, [adapter])
         reference.add_patches(patches, strength)

@@ -162,3 +162,28 @@ def test_strength_change_reads_no_file_again(files, sd15, sd15_clip, pack):
     model, _, _ = node("LoraDeckApply").execute(model=sd15, lora_stack=stack, clip=sd15_clip).args
     assert reads.files_opened == opened
     assert model.patches  # and the new strength took effect through fresh patches
+
+
+def test_stacked_peft_and_kohya_equal_host_where_host_maps_both(files, sd15, sd15_clip):
+    entries = [("peft_c.safetensors", 0.6, -0.3), ("kohya_a.safetensors", -0.5, 0.9)]
+    ours_model, ours_clip, _ = node("LoraDeckApply").execute(model=sd15, lora_stack=entries, clip=sd15_clip).args
+    host_model, host_clip = host_chain(sd15, sd15_clip, [(files["peft_c"], 0.6, -0.3),
+                                                          (files["kohya_a"], -0.5, 0.9)])
+    ours, host = changed(ours_model), changed(host_model)
+    both = [k for k in host if len(host_model.patches[k]) == 2]
+    assert len(both) == UNET_MODULES - 128
+    assert worst_relative_error({k: ours[k] for k in both}, {k: host[k] for k in both}) <= TOLERANCE
+    assert worst_relative_error(changed(ours_clip.patcher), changed(host_clip.patcher)) <= TOLERANCE
+
+
+def test_zero_strengths_return_the_inputs(files, sd15, sd15_clip):
+    model, clip, report = node("LoraDeckLoader").execute(
+        model=sd15, lora_name="kohya_a.safetensors", strength_model=0.0, clip=sd15_clip, strength_clip=0.0).args
+    assert model is sd15 and clip is sd15_clip and "nothing applied" in report
+
+
+def test_last_loras_metadata_is_attached_like_the_hosts_loader(files, sd15, sd15_clip):
+    model, clip, _ = node("LoraDeckApply").execute(
+        model=sd15, clip=sd15_clip, lora_stack=[("kohya_a.safetensors", 1, 1), ("peft_c.safetensors", 1, 1)]).args
+    assert model.get_attachment("lora_metadata")["format"] == "pt"  # diffusers writes format: pt
+    assert clip.patcher.get_attachment("lora_metadata") is model.get_attachment("lora_metadata")
