@@ -81,29 +81,26 @@ def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, 
     """fp32 (up [out, K], down [K, n]) on the weight's device with every coefficient folded into the smaller one."""
     out_features = weight.shape[0]
     n = weight.numel() // out_features if out_features else 0
-    ranks = [_core_rank(item) for item in run]
-    total = sum(ranks)
     device = weight.device
-    up = torch.empty(out_features, total, dtype=torch.float32, device=device)
-    down = torch.empty(total, n, dtype=torch.float32, device=device)
-    fold_into_up = out_features <= n
-    start = 0
-    for item, rank in zip(run, ranks, strict=True):
-        _, coefficient, item_up, item_down, mid = item
-        stop = start + rank
-        up[:, start:stop].copy_(item_up.reshape(out_features, rank))
+    ups, downs, ranks = [], [], []
+    for _, _, up, down, mid in run:
+        rank = up.shape[1]
+        ups.append(up.to(device).reshape(out_features, rank))
         if mid is None:
-            down[start:stop].copy_(item_down.reshape(rank, n))
-        else:  # Tucker: the core mid ×₁ down is this entry's down factor, [rank_of_mid, in·kh·kw]
-            down[start:stop].copy_(_tucker_core(mid, item_down, device).reshape(rank, n))
-        (up[:, start:stop] if fold_into_up else down[start:stop]).mul_(coefficient)
-        start = stop
+            downs.append(down.to(device).reshape(rank, n))
+        else:  # Tucker: the core mid ×₁ down is this entry's down factor, [rank of mid, in·kh·kw]
+            downs.append(_tucker_core(mid, down, device).reshape(rank, n))
+        ranks.append(rank)
+    # Concatenated in the stored dtype, converted once: one pass per factor matrix, not one per entry.
+    up = torch.cat(ups, dim=1).to(torch.float32)
+    down = torch.cat(downs, dim=0).to(torch.float32)
+    coefficients = torch.tensor([item[1] for item in run], dtype=torch.float32, device=device)
+    per_column = coefficients.repeat_interleave(torch.tensor(ranks, device=device))
+    if out_features <= n:
+        up.mul_(per_column)
+    else:
+        down.mul_(per_column[:, None])
     return up, down
-
-
-def _core_rank(item) -> int:
-    up = item[2]
-    return up.shape[1]
 
 
 def _tucker_core(mid: torch.Tensor, down: torch.Tensor, device) -> torch.Tensor:
