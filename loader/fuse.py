@@ -91,15 +91,16 @@ def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, 
         else:  # Tucker: the core mid ×₁ down is this entry's down factor, [rank of mid, in·kh·kw]
             downs.append(_tucker_core(mid, down, device).reshape(rank, n))
         ranks.append(rank)
-    # Concatenated in the stored dtype, converted once: one pass per factor matrix, not one per entry.
-    up = torch.cat(ups, dim=1).to(torch.float32)
-    down = torch.cat(downs, dim=0).to(torch.float32)
-    coefficients = torch.tensor([item[1] for item in run], dtype=torch.float32, device=device)
-    per_column = coefficients.repeat_interleave(torch.tensor(ranks, device=device))
+    # Concatenated and converted to fp32 in one pass per factor matrix, not one per entry.
+    total = sum(ranks)
+    up = torch.cat(ups, dim=1, out=torch.empty(out_features, total, dtype=torch.float32, device=device))
+    down = torch.cat(downs, dim=0, out=torch.empty(total, n, dtype=torch.float32, device=device))
+    per_rank = [item[1] for item, rank in zip(run, ranks, strict=True) for _ in range(rank)]
+    coefficients = torch.tensor(per_rank, dtype=torch.float32, device=device)
     if out_features <= n:
-        up.mul_(per_column)
+        up.mul_(coefficients)
     else:
-        down.mul_(per_column[:, None])
+        down.mul_(coefficients[:, None])
     return up, down
 
 

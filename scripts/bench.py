@@ -45,7 +45,7 @@ ARCHS = {"sd15": "SD15", "sdxl": "SDXL"}
 # machine lacks them they are replaced by inert stand-ins so the host's modules import.
 STUBBABLE = ("transformers", "tokenizers", "PIL", "av", "scipy", "torchsde", "trampoline", "torchvision",
              "huggingface_hub", "regex", "sentencepiece", "einops", "tqdm", "yaml", "aiohttp", "spandrel",
-             "kornia", "comfy_aimdo", "psutil")
+             "kornia", "comfy_aimdo")
 
 
 # ---------------------------------------------------------------------------------------------------- host
@@ -546,11 +546,11 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--arch", choices=tuple(ARCHS), default="sd15")
     parser.add_argument("--quick", action="store_true", help="N = 1, 8; one repeat; per-forward N = 1, 4, 8, 16")
-    parser.add_argument("--n", default="1,4,8,16", help="stack sizes for the sampler-ready comparison")
-    parser.add_argument("--forward-n", default="1,2,4,6,8,12,16", help="stack sizes for the per-forward table "
-                        "('' to skip)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--forward-repeats", type=int, default=2)
+    parser.add_argument("--n", default=None, help="stack sizes for the sampler-ready comparison (1,4,8,16)")
+    parser.add_argument("--forward-n", default=None, help="stack sizes for the per-forward table "
+                        "(1,2,4,6,8,12,16; '' to skip)")
+    parser.add_argument("--repeats", type=int, default=None, help="processes per variant and N (2)")
+    parser.add_argument("--forward-repeats", type=int, default=None)
     parser.add_argument("--loras", default=os.path.join(tempfile.gettempdir(), "loradeck-bench-loras"))
     parser.add_argument("--markdown", default=None, help="update this markdown file (default for CPU: "
                         "docs/benchmarks.md)")
@@ -559,8 +559,10 @@ def parse_args(argv=None):
     parser.add_argument("--child", choices=("variant", "forward"), help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n, args.forward_n, args.repeats, args.forward_repeats = "1,8", "1,4,8,16", 1, 1
+    defaults = ("1,8", "1,4,8,16", 1, 1) if args.quick else ("1,4,8,16", "1,2,4,6,8,12,16", 2, 2)
+    for name, default in zip(("n", "forward_n", "repeats", "forward_repeats"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     args.n = [int(x) for x in str(args.n).split(",") if x]
     args.forward_n = [int(x) for x in str(args.forward_n).split(",") if x]
     args.stub = [s for s in args.stub.split(",") if s] if isinstance(args.stub, str) else args.stub
