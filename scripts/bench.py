@@ -111,9 +111,13 @@ def stub_missing(forced: list[str]) -> list[str]:
     return missing
 
 
-def boot(device: str, loras_dir: str, forced_stubs: list[str]):
+def boot(device: str, loras_dir: str, forced_stubs: list[str], threads: int = 0):
     stubbed = stub_missing(forced_stubs)
     import hosting
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     pack = hosting.boot(loras_dir, builtin_nodes=False, cpu=(device == "cpu"))
     return pack, stubbed
@@ -254,7 +258,7 @@ VARIANTS = {"ours": Ours, "host": Host}
 
 def run_variant(args) -> dict:
     """One variant in this process: sampler-ready time, strength-change time, memory; JSON on stdout."""
-    pack, stubbed = boot(args.device, args.loras, args.stub)
+    pack, stubbed = boot(args.device, args.loras, args.stub, args.threads)
     import comfy.model_management
     import torch
 
@@ -373,7 +377,7 @@ def time_floor(weights: dict, rank: int, device: str) -> float:
 
 
 def run_per_forward(args) -> dict:
-    pack, stubbed = boot(args.device, args.loras, args.stub)
+    pack, stubbed = boot(args.device, args.loras, args.stub, args.threads)
     import comfy.utils
 
     base = build_model(args.arch, args.device)
@@ -404,7 +408,7 @@ def run_per_forward(args) -> dict:
 def child(args, mode: str, **extra) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--device", args.device, "--arch", args.arch,
                "--loras", args.loras, "--forward-n", ",".join(map(str, args.forward_n)),
-               "--forward-repeats", str(args.forward_repeats)]
+               "--forward-repeats", str(args.forward_repeats), "--threads", str(args.threads)]
     if args.stub:
         command += ["--stub", ",".join(args.stub)]
     for key, value in extra.items():
@@ -474,7 +478,7 @@ def environment(args, load_before, load_after) -> list[str]:
         device = torch.cuda.get_device_name(0)
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return [f"- Machine: {device}; {os.cpu_count()} CPU cores ({cpu}); {ram:.0f} GiB RAM; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; Python {platform.python_version()}.",
+            f"{args.threads or torch.get_num_threads()} torch threads per process; Python {platform.python_version()}.",
             f"- Model: full-size {ARCHS[args.arch]}-structured UNet (model_channels 320), random weights, in the "
             "dtype the host picks for this device; LoRAs: kohya files, rank 32, fp16, alpha 16, every transformer "
             "Linear / 1×1 conv (what kohya's standard LoRA trains), UNet only; files in the OS page cache.",
@@ -490,7 +494,7 @@ def parent(args) -> None:
     load_before = os.getloadavg()[0]
     runs = []
     for n in args.n:
-        for repeat in range(args.repeats):
+        for repeat in range(args.repeats_for.get(n, args.repeats)):
             order = ("ours", "host") if repeat % 2 == 0 else ("host", "ours")
             for variant in order:
                 result = child(args, "variant", variant=variant, n=n)
@@ -551,6 +555,9 @@ def parse_args(argv=None):
                         "(1,2,4,6,8,12,16; '' to skip)")
     parser.add_argument("--repeats", type=int, default=None, help="processes per variant and N (2)")
     parser.add_argument("--forward-repeats", type=int, default=None)
+    parser.add_argument("--repeats-for", default="", help="per-N repeats overriding --repeats, e.g. 8:3")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0 = torch's default); "
+                        "1 gives steadier figures on a shared machine")
     parser.add_argument("--loras", default=os.path.join(tempfile.gettempdir(), "loradeck-bench-loras"))
     parser.add_argument("--markdown", default=None, help="update this markdown file (default for CPU: "
                         "docs/benchmarks.md)")
@@ -565,6 +572,7 @@ def parse_args(argv=None):
             setattr(args, name, default)
     args.n = [int(x) for x in str(args.n).split(",") if x]
     args.forward_n = [int(x) for x in str(args.forward_n).split(",") if x]
+    args.repeats_for = {int(n): int(r) for n, r in (pair.split(":") for pair in args.repeats_for.split(",") if pair)}
     args.stub = [s for s in args.stub.split(",") if s] if isinstance(args.stub, str) else args.stub
     if args.markdown is None and not args.no_markdown and args.device == "cpu" and not args.child:
         args.markdown = str(REPO / "docs" / "benchmarks.md")
