@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
+from .adapters import LoRA
+
 LOW_RANK = "lowrank"
 ADAPTER = "adapter"
 
@@ -32,9 +34,9 @@ class Term:
 
 
 def is_low_rank(adapter) -> bool:
-    """An additive adapter whose change is up @ down (plain LoRA, LoCon, Tucker); fused, never applied alone."""
-    return (bool(getattr(adapter, "linear", False)) and getattr(adapter, "up", None) is not None
-            and getattr(adapter, "down", None) is not None)
+    """A LoRA / LoCon / Tucker adapter without DoRA: its change is scale · up @ (mid ×) down, additive in the
+    strength, so it joins the fused product. Every other type is applied by its own `apply_`."""
+    return isinstance(adapter, LoRA) and adapter.linear
 
 
 def pack(terms: Sequence[Term]) -> list:
@@ -43,8 +45,7 @@ def pack(terms: Sequence[Term]) -> list:
     for term in terms:
         adapter = term.adapter
         if is_low_rank(adapter):
-            coefficient = term.coefficient * float(getattr(adapter, "scale", 1.0))
-            packed.append((LOW_RANK, coefficient, adapter.up, adapter.down, getattr(adapter, "mid", None)))
+            packed.append((LOW_RANK, term.coefficient * float(adapter.scale), adapter.up, adapter.down, adapter.mid))
         else:
             packed.append((ADAPTER, term.coefficient, adapter))
     return packed
