@@ -105,6 +105,35 @@ def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, 
     return up, down
 
 
+def add_product_(target: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> None:
+    """target += up @ down for contiguous fp32 2-D tensors, with the fastest exact-fp32 product at hand.
+
+    On CPU, PyTorch's oneDNN linear runs about twice as fast as the BLAS behind `addmm` on AVX-512 machines
+    (and several times faster at small rank, where `addmm` is bound by reading the target); it is used when
+    this torch build has it and a probe confirms it agrees with `addmm` to fp32 accuracy.
+    """
+    if target.device.type == "cpu" and _onednn_usable():
+        target.add_(torch.ops.mkldnn._linear_pointwise(up, down.t().contiguous(), None, "none", [], ""))
+        return
+    target.addmm_(up, down)
+
+
+_onednn: list[bool] = []
+
+
+def _onednn_usable() -> bool:
+    if not _onednn:
+        try:
+            generator = torch.Generator().manual_seed(0)
+            up, down = torch.randn(48, 40, generator=generator), torch.randn(40, 56, generator=generator)
+            product = torch.ops.mkldnn._linear_pointwise(up, down.t().contiguous(), None, "none", [], "")
+            reference = up @ down
+            _onednn.append(bool(((product - reference).norm() / reference.norm()).item() < 1e-6))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _onednn.append(False)
+    return _onednn[0]
+
+
 def _tucker_core(mid: torch.Tensor, down: torch.Tensor, device) -> torch.Tensor:
     mid = mid.to(device=device, dtype=torch.float32)
     down = down.to(device=device, dtype=torch.float32).flatten(start_dim=1)
@@ -117,7 +146,7 @@ def _add_low_rank_(weight: torch.Tensor, run: Sequence, strength: float, functio
         (up if up.numel() <= down.numel() else down).mul_(strength)
     if function is None and weight.dtype == torch.float32 and weight.is_contiguous():
         # One pass over the weight: weight ← weight + up @ down, written in place.
-        weight.view(up.shape[0], down.shape[1]).addmm_(up, down)
+        add_product_(weight.view(up.shape[0], down.shape[1]), up, down)
         return
     change = (up @ down).reshape(weight.shape)
     if function is not None:

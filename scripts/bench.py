@@ -356,9 +356,9 @@ def time_patches(patches: dict, weights: dict, device: str) -> float:
     return total
 
 
-def time_floor(weights: dict, rank: int, device: str) -> float:
-    """Seconds for one bare rank-`rank` fp32 product added into each patched weight's shape (`addmm_`, the fused
-    patch's own operation without the factor stacking), into a warmed buffer: no page faults while timing."""
+def time_floor(weights: dict, rank: int, device: str, add_product_) -> float:
+    """Seconds for one bare rank-`rank` fp32 product added into each patched weight's shape (the fused patch's
+    own product kernel, without the factor stacking), into a warmed buffer: no page faults while timing."""
     import torch
 
     largest = max(w.numel() for w in weights.values())
@@ -371,7 +371,7 @@ def time_floor(weights: dict, rank: int, device: str) -> float:
         result = space[: out_features * n].view(out_features, n)
         sync(device)
         start = time.perf_counter()
-        result.addmm_(up, down)
+        add_product_(result, up, down)
         sync(device)
         total += time.perf_counter() - start
     return total
@@ -393,7 +393,8 @@ def run_per_forward(args) -> dict:
             weights = {k: comfy.utils.get_attr(base.model, k).detach().to(base.load_device) for k in ours.patches}
         ours_s = min(time_patches(ours.patches, weights, args.device) for _ in range(args.forward_repeats))
         host_s = min(time_patches(host.patches, weights, args.device) for _ in range(args.forward_repeats))
-        floor_s = min(time_floor(weights, n * RANK, args.device) for _ in range(args.forward_repeats))
+        floor_s = min(time_floor(weights, n * RANK, args.device, pack.loader.fuse.add_product_)
+                      for _ in range(args.forward_repeats))
         elements = sum(w.numel() for w in weights.values())
         moved = elements * 2 * weights[next(iter(weights))].element_size()  # each weight read and written once
         rows.append({"n": n, "ours_s": ours_s, "host_s": host_s, "floor_s": floor_s, "elements": elements,
