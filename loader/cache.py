@@ -32,7 +32,7 @@ class LoadedLora:
         self.header = header
         self.layout = layout
         self.tensors: dict[str, torch.Tensor] = dict(tensors or {})
-        self._adapters: dict[str, adapters.LoRA] = {}
+        self._adapters: dict[str, adapters.Adapter | adapters.BiasChange] = {}
         self._configs = formats.peft_alphas(layout.metadata)
         self._lock = threading.Lock()
         self.on_read = None  # set by the cache that holds this file: called after tensors were read
@@ -58,7 +58,7 @@ class LoadedLora:
             self.on_read(self)
         return {n: self.tensors[n] for n in names}
 
-    def adapters_for(self, module_keys) -> dict[str, adapters.LoRA]:
+    def adapters_for(self, module_keys) -> dict[str, adapters.Adapter | adapters.BiasChange]:
         """The adapter of each named module, reading only the tensors those modules need."""
         wanted = [k for k in module_keys if k not in self._adapters]
         if wanted:
@@ -70,7 +70,7 @@ class LoadedLora:
         return {k: self._adapters[k] for k in module_keys}
 
     @property
-    def adapters(self) -> dict[str, adapters.LoRA]:
+    def adapters(self) -> dict[str, adapters.Adapter | adapters.BiasChange]:
         """Every module's adapter (reads every adapter tensor of the file)."""
         return self.adapters_for(list(self.layout.modules))
 

@@ -40,20 +40,25 @@ def is_low_rank(adapter) -> bool:
 
 
 def pack(terms: Sequence[Term]) -> list:
-    """The terms as host-movable data: ("lowrank", c·scale, up, down, mid) or ("adapter", c, adapter)."""
+    """The terms as host-movable data: ("lowrank", c, scale, up, down, mid) or ("adapter", c, adapter)."""
     packed = []
     for term in terms:
         adapter = term.adapter
         if is_low_rank(adapter):
-            packed.append((LOW_RANK, term.coefficient * float(adapter.scale), adapter.up, adapter.down, adapter.mid))
+            packed.append((LOW_RANK, term.coefficient, float(adapter.scale), adapter.up, adapter.down, adapter.mid))
         else:
             packed.append((ADAPTER, term.coefficient, adapter))
     return packed
 
 
+def coefficients(packed: Sequence) -> list[float]:
+    """Each packed term's coefficient (strength × block ratio), in stack order."""
+    return [item[1] for item in packed]
+
+
 def rank_of(packed: Sequence) -> int:
     """Total rank of the fused low-rank factors (the K of the one matrix product)."""
-    return sum(item[3].shape[0] for item in packed if item[0] == LOW_RANK)
+    return sum(item[3].shape[1] for item in packed if item[0] == LOW_RANK)
 
 
 def apply_packed(weight: torch.Tensor, packed: Sequence, strength: float = 1.0,
@@ -84,7 +89,7 @@ def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, 
     n = weight.numel() // out_features if out_features else 0
     device = weight.device
     ups, downs, ranks = [], [], []
-    for _, _, up, down, mid in run:
+    for _, _, _, up, down, mid in run:
         rank = up.shape[1]
         ups.append(up.to(device).reshape(out_features, rank))
         if mid is None:
@@ -96,7 +101,7 @@ def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, 
     total = sum(ranks)
     up = torch.cat(ups, dim=1, out=torch.empty(out_features, total, dtype=torch.float32, device=device))
     down = torch.cat(downs, dim=0, out=torch.empty(total, n, dtype=torch.float32, device=device))
-    per_rank = [item[1] for item, rank in zip(run, ranks, strict=True) for _ in range(rank)]
+    per_rank = [item[1] * item[2] for item, rank in zip(run, ranks, strict=True) for _ in range(rank)]
     coefficients = torch.tensor(per_rank, dtype=torch.float32, device=device)
     if out_features <= n:
         up.mul_(coefficients)
@@ -137,7 +142,7 @@ def _onednn_usable() -> bool:
 def _tucker_core(mid: torch.Tensor, down: torch.Tensor, device) -> torch.Tensor:
     mid = mid.to(device=device, dtype=torch.float32)
     down = down.to(device=device, dtype=torch.float32).flatten(start_dim=1)
-    return torch.einsum("mnhw,ni->mihw", mid, down)
+    return torch.einsum("mn...,ni->mi...", mid, down)
 
 
 def _add_low_rank_(weight: torch.Tensor, run: Sequence, strength: float, function) -> None:
@@ -170,6 +175,8 @@ def _apply_adapter_(weight: torch.Tensor, adapter, strength: float, function) ->
 
 def _on_device(adapter, device: torch.device):
     """The adapter with its tensors on `device` (a copy only when some tensor lives elsewhere)."""
+    if hasattr(adapter, "on"):
+        return adapter.on(device)
     if not is_dataclass(adapter):
         return adapter
     moved = {f.name: getattr(adapter, f.name).to(device) for f in fields(adapter)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension
 
-from . import lora_nodes
+from . import block_view, lora_nodes
 
 
 class LoraDeckExtension(ComfyExtension):
     async def get_node_list(self):
-        return list(lora_nodes.NODES)
+        return [*lora_nodes.NODES, *block_view.NODES]
 
 
 async def comfy_entrypoint() -> LoraDeckExtension:

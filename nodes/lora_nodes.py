@@ -16,6 +16,12 @@ def _strength(name: str, tooltip: str, optional: bool = False):
     return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, optional=optional, tooltip=tooltip)
 
 
+def _skip_unloadable():
+    return io.Boolean.Input("skip_unloadable", default=False, optional=True,
+                            tooltip="On: a LoRA that cannot be loaded (broken file, unknown layout, nothing matching "
+                                    "this model) is left out and named in the report. Off: the workflow stops there.")
+
+
 class LoraDeckLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -32,6 +38,7 @@ class LoraDeckLoader(io.ComfyNode):
                 _strength("strength_clip", "Multiplier on the LoRA's change to the text encoder.", optional=True),
                 io.String.Input("block_weights", default="", optional=True,
                                 tooltip="Empty = every block 1.0. A1111 vectors, presets or IN04=0, OUT*=0.5."),
+                _skip_unloadable(),
             ],
             outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
         )
@@ -41,11 +48,12 @@ class LoraDeckLoader(io.ComfyNode):
         return folders.validation_error(lora_name)
 
     @classmethod
-    def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights=""):
+    def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights="",
+                skip_unloadable=False):
         if strength_model == 0 and (clip is None or strength_clip == 0):
             return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied")
         entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
-        new_model, new_clip, reports = patching.apply_stack(model, clip, [entry])
+        new_model, new_clip, reports = patching.apply_stack(model, clip, [entry], skip_unloadable=skip_unloadable)
         return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
 
 
@@ -88,14 +96,15 @@ class LoraDeckApply(io.ComfyNode):
             display_name="LoRA Deck Apply Stack",
             category=CATEGORY,
             description="Apply a LORA_STACK (from LoRA Deck or any other pack) to a model and text encoder.",
-            inputs=[io.Model.Input("model"), LORA_STACK.Input("lora_stack"), io.Clip.Input("clip", optional=True)],
+            inputs=[io.Model.Input("model"), LORA_STACK.Input("lora_stack"), io.Clip.Input("clip", optional=True),
+                    _skip_unloadable()],
             outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
         )
 
     @classmethod
-    def execute(cls, model, lora_stack, clip=None):
+    def execute(cls, model, lora_stack, clip=None, skip_unloadable=False):
         entries = stack.entries_from_stack(lora_stack)
-        new_model, new_clip, reports = patching.apply_stack(model, clip, entries)
+        new_model, new_clip, reports = patching.apply_stack(model, clip, entries, skip_unloadable=skip_unloadable)
         return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
 
 

@@ -3,12 +3,14 @@
 Key maps come from the live model (`comfy.lora.model_lora_keys_*`), so every architecture the host knows
 is covered. The whole stack becomes one patch per weight: a `FusedStackPatch` (a host weight adapter)
 holding every entry's contribution to that weight, computed when the host patches the weight as one
-fp32 matrix product over the stacked low-rank factors (`loader.fuse`). Model weights are never written
-here, so lowvram, dynamic VRAM, hooks and unpatching keep working.
+fp32 matrix product over the stacked low-rank factors (`loader.fuse`); other adapter types are applied
+by themselves in stack order. Model weights are never written here, so lowvram, dynamic VRAM, hooks and
+unpatching keep working.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -16,10 +18,10 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import cache, formats, fuse, spec
+from ..loader import adapters, cache, energy, files, formats, fuse, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
-from . import folders
+from . import block_presets, folders
 
 log = logging.getLogger("loradeck")
 
@@ -30,6 +32,7 @@ HOST_FAMILIES = {
     "sdxl": ("SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega", "KOALA_700M", "KOALA_1B", "SDXL_instructpix2pix"),
     "sd3": ("SD3",),
     "flux": ("Flux", "FluxSchnell", "FluxInpaint", "Chroma"),
+    "chroma": ("Chroma", "Flux", "FluxSchnell"),
 }
 
 
@@ -92,9 +95,12 @@ class StackPatches:
     def __init__(self):
         self._terms: dict[tuple[str, object], list[tuple[str, fuse.Term]]] = {}
 
-    def add(self, target: str, host_key, module_key: str, adapter, coefficient: float) -> None:
-        if coefficient != 0:
-            self._terms.setdefault((target, host_key), []).append((module_key, fuse.Term(adapter, coefficient)))
+    def add(self, target: str, host_key, module_key: str, adapter, coefficient: float) -> bool:
+        """Record one contribution; False (and nothing recorded) when its coefficient is 0."""
+        if coefficient == 0:
+            return False
+        self._terms.setdefault((target, host_key), []).append((module_key, fuse.Term(adapter, coefficient)))
+        return True
 
     def register(self, model, clip) -> dict[str, set]:
         """add_patches once per patcher; returns the host keys each target accepted."""
@@ -123,9 +129,14 @@ class LoraReport:
     clip_keys: int = 0
     skipped_text_encoder: int = 0
     unmatched: list[str] = field(default_factory=list)
+    not_understood: int = 0
     note: str = ""
+    resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
+    error: str = ""  # set when the LoRA was skipped (skip_unloadable)
 
     def line(self) -> str:
+        if self.error:
+            return f"{self.name}: skipped, {self.error}"
         kinds = "+".join(self.kinds) or "no adapters"
         text = (f"{self.name}: {self.family} {kinds}, base {self.base or 'unknown'}; "
                 f"model {self.strength_model:g} → {self.model_keys} weights, "
@@ -135,9 +146,14 @@ class LoraReport:
         if self.skipped_text_encoder:
             text += f"; {self.skipped_text_encoder} text-encoder modules skipped (no CLIP connected)"
         if self.unmatched:
-            text += f"; {len(self.unmatched)} modules matched nothing in this model"
+            examples = ", ".join(self.unmatched[:3])
+            text += f"; {len(self.unmatched)} modules matched nothing in this model (e.g. {examples})"
+        if self.not_understood:
+            text += f"; {self.not_understood} tensors in no layout this version understands"
         if self.note:
             text += f"; {self.note}"
+        if self.resolved:
+            text += "\n  " + self.resolved.replace("\n", "\n  ")
         return text
 
 
@@ -153,17 +169,13 @@ def _mismatch_note(base: str | None, architecture: str | None) -> str:
     return f"this is a {base.upper()} LoRA but the model is {architecture}"
 
 
-def block_map_of(model, clip) -> BlockMap:
-    """The block ids of the live model and text encoder, for block-weight specs."""
-    return BlockMap.from_keys(
-        architecture_of(model) if model is not None else "unknown",
-        list(model.model.state_dict()) if model is not None else [],
-        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
-    )
+def apply_stack(model, clip, entries: list[StackEntry],
+                skip_unloadable: bool = False) -> tuple[object, object, list[LoraReport]]:
+    """Clones of model and clip with every entry's patches added, and a report per entry.
 
-
-def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object, list[LoraReport]]:
-    """Clones of model and clip with every entry's patches added, and a report per entry."""
+    A LoRA that cannot be loaded (unreadable file, unknown layout, nothing matching this model) stops the
+    workflow with a message naming it, or with `skip_unloadable` is left out and reported.
+    """
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
@@ -174,13 +186,22 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
     patches = StackPatches()
     contributed: list[dict[str, set]] = []
     for entry in entries:
-        loaded = cache.shared_cache.load(folders.resolve(entry.lora_name))
         try:
-            weights = spec.parse(entry.blocks, block_map)
+            weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
-        report, keys = _apply_one(loaded, entry, weights, patches, new_clip is not None, unet_map, clip_map,
-                                  architecture)
+        try:
+            loaded = _load(entry.lora_name)
+            report, keys = _apply_one(loaded, entry, weights, patches, new_clip is not None, unet_map, clip_map,
+                                      architecture)
+        except LoraApplyError as e:
+            if not skip_unloadable:
+                raise
+            log.warning("LoRA Deck: skipped %s", e)
+            reports.append(LoraReport(entry.lora_name, "", (), None, entry.strength_model, entry.strength_clip,
+                                      entry.blocks, error=str(e).removeprefix(f"{entry.lora_name}: ")))
+            contributed.append({"model": set(), "clip": set()})
+            continue
         reports.append(report)
         contributed.append(keys)
         _attach_metadata(loaded.layout.metadata, new_model, new_clip)
@@ -189,6 +210,27 @@ def apply_stack(model, clip, entries: list[StackEntry]) -> tuple[object, object,
         report.model_keys = len(keys["model"] & accepted["model"])
         report.clip_keys = len(keys["clip"] & accepted["clip"])
     return new_model, new_clip, reports
+
+
+def block_map_of(model, clip) -> BlockMap:
+    """The block ids of the live model and text encoder, for block-weight specs."""
+    return BlockMap.from_keys(
+        architecture_of(model) if model is not None else "unknown",
+        model.model.state_dict() if model is not None else [],  # shapes let q/k/v/mlp row slices be told apart
+        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
+    )
+
+
+def _load(lora_name: str):
+    try:
+        loaded = cache.shared_cache.load(folders.resolve(lora_name))
+    except (files.LoraFileError, OSError, ValueError) as e:
+        problem = e.problem if isinstance(e, files.LoraFileError) else str(e)
+        raise LoraApplyError(f"{lora_name}: {problem}") from None
+    problem = loaded.layout.problem()
+    if problem:
+        raise LoraApplyError(f"{lora_name}: {problem}")
+    return loaded
 
 
 def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
@@ -214,21 +256,53 @@ def _apply_one(loaded, entry, weights, patches: StackPatches, has_clip: bool, un
             report.skipped_text_encoder += 1
         else:
             report.unmatched.append(module_key)
-    keys: dict[str, set] = {"model": set(), "clip": set()}
-    strengths = {"model": entry.strength_model, "clip": entry.strength_clip}
-    used = [m for m, (target, _) in targets.items() if strengths[target] != 0]
-    adapters = loaded.adapters_for(used)  # only the tensors this model will use are read
-    for module_key in used:
-        target, host_key = targets[module_key]
-        model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
-        coefficient = strengths[target] * weights.ratio(model_key, offset)
-        if coefficient != 0:
-            patches.add(target, host_key, module_key, adapters[module_key], coefficient)
-            keys[target].add(host_key)
     report.note = _mismatch_note(layout.base, architecture)
+    report.not_understood = len(layout.unused)
     if not targets and report.unmatched:
-        reason = report.note or f"none of its {len(layout.modules)} modules match this model's weights"
+        reason = report.note or (f"none of its {len(layout.modules)} modules ({layout.family} "
+                                 f"{'+'.join(layout.adapter_kinds)}) match this model's weights")
         raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
+    strengths = {"model": entry.strength_model, "clip": entry.strength_clip}
+    # Only the tensors this model will use are read (every matched module when a block table is reported).
+    used = [m for m, (target, _) in targets.items() if strengths[target] != 0 or entry.blocks]
+    loaded_adapters = loaded.adapters_for(used)
+    keys: dict[str, set] = {"model": set(), "clip": set()}
+
+    def contribute(target, host_key, module_key, adapter, coefficient):
+        if patches.add(target, host_key, module_key, adapter, coefficient):
+            keys[target].add(host_key)
+
+    measured: list[energy.KeyEnergy] = []
+    for module_key in used:
+        adapter = loaded_adapters[module_key]
+        target, host_key = targets[module_key]
+        strength = strengths[target]
+        model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        if entry.blocks:
+            measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
+        splittable = getattr(adapter, "linear", False) and getattr(adapter, "up", None) is not None \
+            and getattr(adapter, "mid", None) is None
+        slices = weights.row_slices(model_key, offset) if splittable else None
+        if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
+            first = offset[1] if offset else 0
+            bias_key = _bias_key(model_key)
+            for (dim, start, length), ratio in slices:
+                rows = slice(start - first, start - first + length)
+                part = dataclasses.replace(adapter, up=adapter.up[rows], bias=None)
+                contribute(target, (model_key, (dim, start, length)), module_key, part, strength * ratio)
+                if adapter.bias is not None and bias_key is not None:
+                    contribute(target, (bias_key, (dim, start, length)), module_key,
+                               adapters.BiasChange(adapter.bias[rows]), strength * ratio)
+            continue
+        coefficient = strength * weights.ratio(model_key, offset)
+        if not isinstance(adapter, adapters.BiasChange):
+            contribute(target, host_key, module_key, adapter, coefficient)
+        bias = adapter.bias_delta if isinstance(adapter, adapters.BiasChange) else adapter.bias
+        bias_key = _bias_key(host_key)
+        if bias is not None and bias_key is not None:
+            contribute(target, bias_key, module_key, adapters.BiasChange(bias), coefficient)
+    if entry.blocks:
+        report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
     if report.unmatched:
         examples = ", ".join(report.unmatched[:3])
         log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
@@ -246,6 +320,15 @@ def _host_key(module_key: str, unet_map: dict, clip_map: dict):
         if candidate in clip_map:
             return "clip", clip_map[candidate]
     return None, None
+
+
+def _bias_key(host_key):
+    """The host key of the bias beside a weight key (a tuple key keeps its row slice and function)."""
+    key = host_key[0] if isinstance(host_key, tuple) else host_key
+    if not key.endswith(".weight"):
+        return None
+    bias = key[: -len(".weight")] + ".bias"
+    return (bias, *host_key[1:]) if isinstance(host_key, tuple) else bias
 
 
 def report_text(reports: list[LoraReport]) -> str:

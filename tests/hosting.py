@@ -37,7 +37,11 @@ def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True,
         import comfy.cli_args
 
         comfy.cli_args.args.cpu = cpu
-        import comfy.model_management
+        import comfy.model_management  # (reads args.cpu at import)
+
+        # As in the host's main.py: the root `utils` package first, before nodes.py puts comfy/ on sys.path
+        # (where comfy/utils.py would shadow it and break built-in nodes such as nodes_images).
+        import utils.install_util  # noqa: F401
 
         import nodes
 
@@ -88,6 +92,20 @@ SDXL_UNET = {
     "use_temporal_attention": False, "use_temporal_resblock": False,
 }
 
+# Flux: hidden 64 (4 heads of 16 = rope axes 4+6+6), 2 double / 3 single blocks, guidance embedder.
+FLUX_DIT = {
+    "image_model": "flux", "axes_dim": [4, 6, 6], "num_heads": 4, "mlp_ratio": 4.0, "theta": 10000,
+    "out_channels": 16, "qkv_bias": True, "in_channels": 16, "hidden_size": 64, "context_in_dim": 32,
+    "patch_size": 2, "vec_in_dim": 32, "depth": 2, "depth_single_blocks": 3, "guidance_embed": True,
+}
+
+# SD3.5-Medium layout: hidden = 64 · depth (2 joint blocks, 128 wide), attn2 in block 0, pooled 64, context 64.
+SD3_DIT = {
+    "in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 2, "input_size": None, "adm_in_channels": 64,
+    "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 64, "out_features": 128}},
+    "num_patches": 64, "pos_embed_max_size": 8, "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [0],
+}
+
 TINY_CLIP_TEXT = {
     "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
     "eos_token_id": 49407, "hidden_act": "quick_gelu", "hidden_size": 64, "initializer_factor": 1.0,
@@ -108,7 +126,7 @@ def mini_model(family: str = "SD15", seed: int = 0, unet_config: dict | None = N
     """A ModelPatcher around a miniature diffusion model of the host's class `family` (SD15, SDXL, …)."""
     import comfy.supported_models
 
-    config = dict(unet_config or {"SD15": SD15_UNET, "SDXL": SDXL_UNET}[family])
+    config = dict(unet_config or {"SD15": SD15_UNET, "SDXL": SDXL_UNET, "Flux": FLUX_DIT, "SD3": SD3_DIT}[family])
     model_config = getattr(comfy.supported_models, family)(config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
@@ -124,6 +142,64 @@ def mini_clip_sd1(seed: int = 1, text_config: dict | None = None):
     encoder = functools.partial(comfy.sd1_clip.SDClipModel, textmodel_json_config=text_config or TINY_CLIP_TEXT)
     target = comfy.supported_models_base.ClipTarget(
         comfy.sd1_clip.SD1Tokenizer, functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=encoder))
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
+    fill_(clip.cond_stage_model, seed)
+    return clip
+
+
+TINY_CLIP_G_TEXT = {**TINY_CLIP_TEXT, "hidden_size": 80, "intermediate_size": 160, "num_attention_heads": 4,
+                    "num_hidden_layers": 4, "projection_dim": 80, "hidden_act": "gelu"}
+
+
+def mini_clip_sdxl(seed: int = 2):
+    """A comfy.sd.CLIP with SDXL's two text encoders (clip_l 12 layers, 64 wide; clip_g 4 layers, 80 wide)."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import comfy.supported_models_base
+
+    class MiniSDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (the host's signature)
+            torch.nn.Module.__init__(self)
+            self.clip_l = comfy.sd1_clip.SDClipModel(
+                layer="hidden", layer_idx=-2, device=device, dtype=dtype, layer_norm_hidden_state=False,
+                textmodel_json_config=TINY_CLIP_TEXT)
+            self.clip_g = comfy.sd1_clip.SDClipModel(
+                layer="hidden", layer_idx=-2, device=device, dtype=dtype, textmodel_json_config=TINY_CLIP_G_TEXT,
+                special_tokens={"start": 49406, "end": 49407, "pad": 0}, layer_norm_hidden_state=False,
+                return_projected_pooled=True, model_options={"model_name": "clip_g"})
+            self.dtypes = {dtype}
+
+    target = comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, MiniSDXLClipModel)
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
+    fill_(clip.cond_stage_model, seed)
+    return clip
+
+
+TINY_T5 = {"d_ff": 64, "d_kv": 8, "d_model": 32, "num_heads": 4, "num_layers": 2, "vocab_size": 32128,
+           "dense_act_fn": "gelu_pytorch_tanh", "is_gated_act": True, "layer_norm_epsilon": 1e-06,
+           "relative_attention_num_buckets": 32, "model_type": "t5"}
+
+
+def mini_clip_flux(seed: int = 3):
+    """A comfy.sd.CLIP with Flux's text encoders: clip_l (12 layers, 64 wide) and t5xxl (2 blocks, 32 wide)."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux
+    import comfy.text_encoders.t5
+
+    class MiniFluxClipModel(comfy.text_encoders.flux.FluxClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):  # noqa: B006 (the host's signature)
+            torch.nn.Module.__init__(self)
+            self.clip_l = comfy.sd1_clip.SDClipModel(device=device, dtype=dtype, return_projected_pooled=False,
+                                                     textmodel_json_config=TINY_CLIP_TEXT)
+            self.t5xxl = comfy.sd1_clip.SDClipModel(
+                device=device, dtype=dtype, textmodel_json_config=TINY_T5, special_tokens={"end": 1, "pad": 0},
+                model_class=comfy.text_encoders.t5.T5, model_options={"model_name": "t5xxl"})
+            self.dtypes = {dtype}
+
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.FluxTokenizer, MiniFluxClipModel)
     clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32})
     fill_(clip.cond_stage_model, seed)
     return clip

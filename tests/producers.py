@@ -49,12 +49,14 @@ class Trained:
     rank: int
     alpha: float
     use_dora: bool
+    config: object = None
 
 
-def attach_lora(model, targets, rank=4, alpha=8.0, seed=0, use_dora=False, init_scale=0.1) -> Trained:
+def attach_lora(model, targets, rank=4, alpha=8.0, seed=0, use_dora=False, init_scale=0.1, **config_options) -> Trained:
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, use_dora=use_dora, init_lora_weights=True)
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, use_dora=use_dora, init_lora_weights=True,
+                        **config_options)
     model = inject_adapter_in_model(config, model)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -63,7 +65,7 @@ def attach_lora(model, targets, rank=4, alpha=8.0, seed=0, use_dora=False, init_
                 param.copy_(torch.randn(param.shape, generator=generator) * init_scale)
             elif "lora_magnitude_vector" in name:
                 param.mul_(1 + 0.2 * torch.rand(param.shape, generator=generator))
-    return Trained(model, rank, alpha, use_dora)
+    return Trained(model, rank, alpha, use_dora, config)
 
 
 def peft_state_dict(trained: Trained) -> dict[str, torch.Tensor]:
@@ -73,6 +75,10 @@ def peft_state_dict(trained: Trained) -> dict[str, torch.Tensor]:
 
 
 def adapter_metadata(trained: Trained) -> dict:
+    """The LoraConfig diffusers stores in the file's metadata (as its training scripts pass it)."""
+    if trained.config is not None:
+        config = trained.config.to_dict()
+        return {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
     return {"r": trained.rank, "lora_alpha": trained.alpha, "use_dora": trained.use_dora}
 
 
@@ -112,18 +118,266 @@ def save_kohya_sd15(path: str, unet: Trained | None, text: Trained | None) -> st
 
 
 def reference_deltas(trained: Trained, scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """The producer's own weight change per module weight: PEFT's merged weight minus the base weight."""
+    """The producer's own change per module weight (and bias): PEFT's merged weight minus the base weight.
+
+    The merge runs in float64 (cast and back; fp32 values survive exactly) so that W + ΔW − W keeps ΔW's digits.
+    """
     from peft.tuners.lora import LoraLayer
 
     deltas = {}
     for name, module in trained.model.named_modules():
         if isinstance(module, LoraLayer):
-            base = module.get_base_layer().weight.detach().clone()
-            module.scale_layer(scale) if scale != 1.0 else None
-            module.merge(adapter_names=["default"])
-            merged = module.get_base_layer().weight.detach().clone()
-            module.unmerge()
-            if scale != 1.0:
-                module.unscale_layer(scale)
-            deltas[name + ".weight"] = (merged - base).to(torch.float32)
+            module.double()
+            try:
+                layer = module.get_base_layer()
+                base = layer.weight.detach().clone()
+                base_bias = layer.bias.detach().clone() if layer.bias is not None else None
+                module.scale_layer(scale) if scale != 1.0 else None
+                module.merge(adapter_names=["default"])
+                deltas[name + ".weight"] = (layer.weight.detach() - base).to(torch.float32)
+                if base_bias is not None and not torch.equal(layer.bias.detach(), base_bias):
+                    deltas[name + ".bias"] = (layer.bias.detach() - base_bias).to(torch.float32)
+                module.unmerge()
+                if scale != 1.0:
+                    module.unscale_layer(scale)
+            finally:
+                module.float()
     return deltas
+
+
+def diffusers_flux(seed: int = 0):
+    """diffusers' Flux transformer with the shapes of hosting.FLUX_DIT (hidden 64, 2 double / 3 single blocks)."""
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=3,
+                                  attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32,
+                                  pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 6, 6)).eval()
+
+
+def diffusers_sd3(seed: int = 0):
+    """diffusers' SD3 transformer with the shapes of hosting.SD3_DIT (2 joint blocks, 128 wide, attn2 in block 0)."""
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64,
+                                 num_attention_heads=2, joint_attention_dim=64, caption_projection_dim=128,
+                                 pooled_projection_dim=64, out_channels=16, pos_embed_max_size=8,
+                                 dual_attention_layers=(0,)).eval()
+
+
+def transformers_clip_g(seed: int = 2):
+    """SDXL's second text encoder (CLIPTextModelWithProjection) shaped like hosting.TINY_CLIP_G_TEXT."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(hidden_size=80, intermediate_size=160, num_attention_heads=4, num_hidden_layers=4,
+                            max_position_embeddings=77, vocab_size=49408, projection_dim=80, hidden_act="gelu")
+    return CLIPTextModelWithProjection(config).eval()
+
+
+def transformers_t5(seed: int = 3):
+    """A T5 encoder shaped like hosting.TINY_T5 (the names of T5-XXL: encoder.block.N.layer.0.SelfAttention.q)."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, vocab_size=32128,
+                      feed_forward_proj="gated-gelu")
+    return T5EncoderModel(config).eval()
+
+
+def save_peft(path: str, pipeline: str, **components: Trained) -> str:
+    """A diffusers/PEFT file written by `<pipeline>.save_lora_weights` (components: unet, text_encoder, …)."""
+    import diffusers
+
+    folder, name = os.path.split(path)
+    kwargs = {}
+    for component, trained in components.items():
+        kwargs[f"{component}_lora_layers"] = peft_state_dict(trained)
+        kwargs[f"{component}_lora_adapter_metadata"] = adapter_metadata(trained)
+    getattr(diffusers, pipeline).save_lora_weights(folder, weight_name=name, **kwargs)
+    return path
+
+
+# --- LyCORIS (lycoris-lora): every algorithm, through create_lycoris and through its kohya wrapper -----------
+
+LYCORIS_VARIANTS: dict[str, dict] = {
+    "locon": {"algo": "lora", "conv_dim": 4, "conv_alpha": 2},
+    "locon_tucker": {"algo": "lora", "conv_dim": 4, "conv_alpha": 2, "use_tucker": True},
+    "dora_out": {"algo": "lora", "conv_dim": 4, "conv_alpha": 2, "dora_wd": True},
+    "dora_in": {"algo": "lora", "conv_dim": 4, "conv_alpha": 2, "dora_wd": True, "wd_on_output": False},
+    "loha": {"algo": "loha", "conv_dim": 2, "conv_alpha": 1},
+    "loha_tucker": {"algo": "loha", "conv_dim": 2, "conv_alpha": 1, "use_tucker": True},
+    "loha_dora": {"algo": "loha", "conv_dim": 2, "conv_alpha": 1, "dora_wd": True},
+    "lokr": {"algo": "lokr", "factor": 4, "conv_dim": 2, "conv_alpha": 1},
+    "lokr_both": {"algo": "lokr", "factor": 4, "decompose_both": True, "conv_dim": 2, "conv_alpha": 1},
+    "lokr_full": {"algo": "lokr", "factor": 4, "full_matrix": True},
+    "lokr_tucker": {"algo": "lokr", "factor": 4, "conv_dim": 2, "conv_alpha": 1, "use_tucker": True},
+    "ia3": {"algo": "ia3"},
+    "ia3_input": {"algo": "ia3", "train_on_input": True},
+    "glora": {"algo": "glora", "conv_dim": 2, "conv_alpha": 1},
+    "glora_tucker": {"algo": "glora", "conv_dim": 2, "conv_alpha": 1, "use_tucker": True},
+    "full": {"algo": "full"},
+    "diag_oft": {"algo": "diag-oft", "constraint": 1e-3, "linear_dim": 8},
+    "diag_oft_rescaled": {"algo": "diag-oft", "rescaled": True, "linear_dim": 8},
+    "boft": {"algo": "boft", "linear_dim": 8},
+    "boft_rescaled": {"algo": "boft", "rescaled": True, "constraint": 1e-3, "linear_dim": 8},
+    "norms": {"algo": "lora", "train_norm": True},
+}
+
+
+def randomise_lycoris_(network, seed: int = 0, scale: float = 0.1) -> None:
+    # LoHa multiplies four factors: larger draws keep its change well above fp32 rounding of W + ΔW.
+    if any(type(m).__name__ == "LohaModule" for m in lycoris_modules(network)):
+        scale = 0.4
+    """"Train" a LyCORIS network: every adapter parameter drawn from a seeded generator, magnitudes kept positive."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in network.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name.endswith("dora_scale"):
+                param.mul_(1 + 0.2 * noise.abs())
+            elif name.endswith("rescale"):
+                param.copy_(1 + 0.1 * noise)
+            else:
+                param.copy_(noise * scale)
+
+
+def lycoris_modules(network) -> list:
+    return list(getattr(network, "loras", None) or [*network.text_encoder_loras, *network.unet_loras])
+
+
+def lycoris_deltas(network, model_names: dict[int, str], multiplier: float = 1.0, models=()) -> dict[str, torch.Tensor]:
+    """The producer's own change per base parameter, captured from each LyCORIS module's forward pass.
+
+    Every LyCORIS module computes `new_weight − base_weight` and hands it to its op (F.linear / F.conv2d);
+    capturing that argument gives exactly the weight change the producer applies at `multiplier`. Norm modules
+    apply through the norm layer instead, so theirs comes from get_merged_weight. `model_names` maps id(module)
+    of the base layers to their parameter path (without `.weight`). The capture runs in float64 (`models` are
+    the base models; only the adapted layers are cast, and back: fp32 values survive that exactly): the producer
+    forms (W + ΔW) − W, which in fp32 would bury small changes in rounding.
+    """
+    return _lycoris_deltas(network, model_names, multiplier)
+
+
+def _lycoris_deltas(network, model_names, multiplier):
+    deltas: dict[str, torch.Tensor] = {}
+    for lyco in lycoris_modules(network):
+        base = lyco.org_module[0]
+        name = model_names[id(base)]
+        kind = type(lyco).__name__
+        lyco.multiplier = multiplier
+        if kind == "NormModule":
+            weight, bias = lyco.get_merged_weight(multiplier)
+            deltas[name + ".weight"] = (weight - base.weight).detach().float()
+            if bias is not None:
+                deltas[name + ".bias"] = (bias - base.bias).detach().float()
+            continue
+        dtype = torch.float64
+        if kind in ("DiagOFTModule", "ButterflyOFTModule"):  # LyCORIS' Cayley transform is fp32 only
+            dtype = torch.float32
+        lyco.to(dtype), base.to(dtype)
+        _cast_cached_weights(lyco, dtype)
+        captured = {}
+
+        def capture(x, weight=None, bias=None, *args, _captured=captured, **kwargs):
+            _captured["weight"], _captured["bias"] = weight, bias
+            return torch.zeros(())
+
+        original_op = lyco.op
+        lyco.op = capture
+        try:
+            with torch.no_grad():
+                lyco.forward(_probe_input(base, dtype))
+        finally:
+            lyco.op = original_op
+            lyco.multiplier = 1.0
+            lyco.float(), base.float()
+            _cast_cached_weights(lyco, torch.float32)
+        weight, bias = captured["weight"], captured["bias"]
+        if kind == "FullModule" and not lyco.is_diff:  # the module *is* the layer: its op gets the whole weight
+            weight = weight - lyco.org_weight.to(weight)
+            org_bias = lyco._org_bias_tensor(dtype=weight.dtype)
+            bias = None if bias is None or org_bias is None else bias - org_bias
+        deltas[name + ".weight"] = weight.detach().float().reshape(lyco.org_weight.shape)
+        if bias is not None:
+            deltas[name + ".bias"] = bias.detach().float()
+    return deltas
+
+
+def _cast_cached_weights(lyco, dtype) -> None:
+    """LyCORIS `full` keeps the original weight and bias outside its parameters; cast those too."""
+    if type(lyco).__name__ != "FullModule":
+        return
+    lyco._org_weight[0] = lyco._org_weight[0].to(dtype)
+    if lyco.org_bias:
+        lyco.org_bias[0] = lyco.org_bias[0].to(dtype)
+
+
+def _probe_input(layer, dtype) -> torch.Tensor:
+    if isinstance(layer, torch.nn.Conv2d):
+        return torch.zeros(1, layer.in_channels, 8, 8, dtype=dtype)
+    if isinstance(layer, torch.nn.Linear):
+        return torch.zeros(1, layer.in_features, dtype=dtype)
+    raise TypeError(f"no probe input for {type(layer).__name__}")
+
+
+def module_names(*models) -> dict[int, str]:
+    names = {}
+    for prefix, model in models:
+        for name, module in model.named_modules():
+            names[id(module)] = prefix + name
+    return names
+
+
+def lycoris_preset(path: str, names=(), modules=(), text_modules=(), kohya: bool = False) -> str:
+    """A LyCORIS preset file (its presets are TOML) adapting exactly the named layers / module classes.
+
+    create_lycoris reads `target_*` keys; the kohya wrapper reads `unet_target_*` and `text_encoder_target_*`.
+    """
+    def toml_list(items):
+        return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+    prefix = "unet_" if kohya else ""
+    lines = ["enable_conv = true", f"{prefix}target_module = {toml_list(modules)}",
+             f"{prefix}target_name = {toml_list(names)}"]
+    if kohya:
+        lines += [f"text_encoder_target_module = {toml_list(text_modules)}", "text_encoder_target_name = []"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def make_lycoris(model, variant: str, seed: int = 0, preset: str = "full"):
+    """create_lycoris (module names `lycoris_<path>`) on `model`, randomised."""
+    from lycoris import create_lycoris
+
+    options = dict(LYCORIS_VARIANTS[variant])
+    dim = options.pop("linear_dim", 4)
+    network = create_lycoris(model, 1.0, linear_dim=dim, linear_alpha=2, preset=preset, **options)
+    network.apply_to()
+    randomise_lycoris_(network, seed)
+    return network
+
+
+def make_lycoris_kohya(text_encoder, unet, variant: str, seed: int = 0, preset: str = "full"):
+    """lycoris.kohya.create_network (module names `lora_unet_…`, `lora_te[N]_…`), randomised."""
+    from lycoris.kohya import create_network
+
+    options = {k: str(v) for k, v in LYCORIS_VARIANTS[variant].items()}
+    dim = int(options.pop("linear_dim", 4))
+    network = create_network(1.0, dim, 2, None, text_encoder, unet, preset=preset, **options)
+    network.apply_to(text_encoder, unet, text_encoder is not None, True)
+    randomise_lycoris_(network, seed)
+    return network
+
+
+def copy_weights_(model: torch.nn.Module, source: dict[str, torch.Tensor], names: dict[str, str]) -> torch.nn.Module:
+    """Give a producer's model the host miniature's weights (names: producer key -> host key), so that
+    adapters whose change depends on the base weight (DoRA, IA³, GLoRA, OFT) see the same W on both sides."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key, host_key in names.items():
+            if key in params and host_key in source and params[key].shape == source[host_key].shape:
+                params[key].copy_(source[host_key])
+    return model

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import hosting
 import torch
 
 
 def changed(patcher) -> dict[str, torch.Tensor]:
-    """weight − base for every weight the patcher's patches change."""
+    """weight − base for every weight the patcher's patches change, as the host's calculate_weight computes it."""
+    import comfy.lora
+
     base = patcher.model.state_dict()
     out = {}
-    for key, weight in hosting.patched_state_dict(patcher).items():
-        if patcher.patches.get(key):
-            out[key] = weight.to(torch.float32) - base[key].to(torch.float32)
+    for key, patches in patcher.patches.items():
+        if patches:
+            original = base[key].detach().to(torch.float32)
+            out[key] = comfy.lora.calculate_weight(patches, original.clone(), key) - original
     return out
 
 

@@ -1,0 +1,90 @@
+"""LoraDeckBlockView: where a LoRA acts, as a table and a heatmap in the network's shape.
+
+With a model connected, blocks are the live model's and every module is placed exactly where the
+loader would patch it; without one, blocks are read from the LoRA's own module names.
+"""
+
+from __future__ import annotations
+
+import comfy.lora
+from comfy_api.latest import io
+
+from ..loader import blocks, cache, energy, heatmap, spec
+from . import folders, patching
+
+
+class LoraDeckBlockView(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LoraDeckBlockView",
+            display_name="LoRA Deck Block View",
+            category="loaders/LoRA Deck",
+            description="Where a LoRA acts: ‖ΔW‖ per block (exact, from the LoRA's factors), its share, and "
+                        "the block weights a spec would apply, as a table and a heatmap.",
+            inputs=[
+                io.Combo.Input("lora_name", options=folders.lora_names()),
+                io.Model.Input("model", optional=True,
+                               tooltip="The model the LoRA goes on: exact block ids. Without it, blocks are "
+                                       "read from the LoRA's names."),
+                io.Clip.Input("clip", optional=True, tooltip="Places the text-encoder modules (BASE)."),
+                io.String.Input("block_weights", default="", optional=True,
+                                tooltip="A block-weight spec to preview (empty = every block 1.0)."),
+            ],
+            outputs=[io.String.Output(display_name="table"), io.Image.Output(display_name="heatmap")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_name):
+        return folders.validation_error(lora_name)
+
+    @classmethod
+    def execute(cls, lora_name, model=None, clip=None, block_weights=""):
+        loaded = cache.shared_cache.load(folders.resolve(lora_name))
+        entries, block_map, notes = _entries(loaded, model, clip)
+        try:
+            weights = spec.parse(block_weights or "", block_map)
+        except spec.SpecError as e:
+            raise ValueError(f"{lora_name}: block weights: {e}") from None
+        table = energy.table(entries, weights)
+        title = f"{loaded.name}: {block_map.architecture}"
+        text = "\n".join([title, *notes, weights.summary(), "", table.format()])
+        image = heatmap.render(table, f"{loaded.name[:40]} {block_map.architecture[:24]}")
+        return io.NodeOutput(text, image.unsqueeze(0))
+
+
+def _entries(loaded, model, clip):
+    notes: list[str] = []
+    entries: list[energy.KeyEnergy] = []
+    if model is None:
+        block_map, stand_in = blocks.guess_from_lora(loaded.adapters, loaded.layout.base)
+        notes.append("no model connected: blocks read from the LoRA's module names")
+        for module_key, adapter in loaded.adapters.items():
+            kind, norm, dora = energy.adapter_norm(adapter)
+            entries.append(energy.KeyEnergy(stand_in[module_key], None, kind, norm, dora))
+        return entries, block_map, notes
+    unet_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
+    block_map = blocks.BlockMap.from_keys(
+        patching.architecture_of(model), model.model.state_dict(),
+        list(clip.cond_stage_model.state_dict()) if clip is not None else [])
+    skipped_te, unmatched = 0, []
+    for module_key, adapter in loaded.adapters.items():
+        _, host_key = patching._host_key(module_key, unet_map, clip_map)
+        if host_key is None:
+            if loaded.layout.modules[module_key].is_text_encoder and clip is None:
+                skipped_te += 1
+            else:
+                unmatched.append(module_key)
+            continue
+        model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
+        kind, norm, dora = energy.adapter_norm(adapter)
+        entries.append(energy.KeyEnergy(model_key, offset, kind, norm, dora))
+    if skipped_te:
+        notes.append(f"{skipped_te} text-encoder modules not shown: connect CLIP to place them")
+    if unmatched:
+        notes.append(f"{len(unmatched)} modules match nothing in this model (e.g. {unmatched[0]})")
+    return entries, block_map, notes
+
+
+NODES = [LoraDeckBlockView]
