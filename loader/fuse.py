@@ -14,6 +14,7 @@ move between devices and rebuild from, and applied with `apply_packed`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass, replace
 
@@ -118,15 +119,25 @@ def add_product_(target: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> 
     this torch build has it and a probe confirms it agrees with `addmm` to fp32 accuracy.
     """
     if target.device.type == "cpu" and _onednn_usable():
-        target.add_(torch.ops.mkldnn._linear_pointwise(up, down.t().contiguous(), None, "none", [], ""))
+        # In row blocks that stay in cache: no full-size temporary, and each block is added while it is hot.
+        down_t = down.t().contiguous()
+        rows = max(1, _BLOCK_ELEMENTS // max(1, target.shape[1]))
+        for start in range(0, target.shape[0], rows):
+            block = slice(start, start + rows)
+            target[block].add_(torch.ops.mkldnn._linear_pointwise(up[block], down_t, None, "none", [], ""))
         return
     target.addmm_(up, down)
+
+
+_BLOCK_ELEMENTS = 1 << 19  # 2 MiB of fp32 per product block
 
 
 _onednn: list[bool] = []
 
 
 def _onednn_usable() -> bool:
+    if not _onednn and os.environ.get("LORADECK_ONEDNN", "1") == "0":
+        _onednn.append(False)
     if not _onednn:
         try:
             generator = torch.Generator().manual_seed(0)

@@ -152,11 +152,19 @@ def build_model(arch: str, device: str, meta: bool = False):
                                               supported_dtypes=model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, comfy.model_management.unet_manual_cast(dtype, load_device))
     model = model_config.get_model({})
-    generator = torch.Generator().manual_seed(0)
+    # Values from one seeded pool, tiled: random enough for timing, and filling a 2.6B-parameter SDXL UNet
+    # costs memory copies instead of minutes of single-threaded sampling.
+    pool = torch.randn(1 << 22, generator=torch.Generator().manual_seed(0)) * 0.02
+    offset = 0
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             if tensor.is_floating_point():
-                tensor.normal_(0.0, 0.02, generator=generator)
+                flat = tensor.view(-1)
+                for start in range(0, flat.numel(), pool.numel()):
+                    chunk = flat[start: start + pool.numel()]
+                    shift = offset % (pool.numel() - chunk.numel() + 1)
+                    chunk.copy_(pool[shift: shift + chunk.numel()])
+                    offset += 7919
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device,
                                             offload_device=comfy.model_management.unet_offload_device())
 
@@ -177,19 +185,44 @@ def kohya_modules(model) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
+# Text encoders as kohya names them: (prefix, layers, hidden width, MLP width). Files carry their modules
+# as kohya writes them; the benchmark patches the UNet only (no CLIP connected), as a model-only chain does.
+TEXT_ENCODERS = {"sd15": [("lora_te", 12, 768, 3072)],
+                 "sdxl": [("lora_te1", 12, 768, 3072), ("lora_te2", 32, 1280, 5120)]}
+
+
+def text_encoder_modules(arch: str) -> dict[str, tuple[int, int]]:
+    modules = {}
+    for prefix, layers, hidden, mlp in TEXT_ENCODERS[arch]:
+        for layer in range(layers):
+            stem = f"{prefix}_text_model_encoder_layers_{layer}_"
+            for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                modules[f"{stem}self_attn_{projection}"] = (hidden, hidden)
+            modules[f"{stem}mlp_fc1"] = (mlp, hidden)
+            modules[f"{stem}mlp_fc2"] = (hidden, mlp)
+    return modules
+
+
+def lora_names(arch: str, count: int | None = None) -> list[str]:
+    return [f"bench_{arch}_r{RANK}_te_{i:02d}.safetensors" for i in range(16 if count is None else count)]
+
+
 def write_loras(arch: str, count: int, folder: Path) -> list[str]:
     """`count` kohya files of rank 32 from random factors (fp16, alpha 16), written once per folder."""
     import torch
     from safetensors.torch import save_file
 
-    names = [f"bench_{arch}_{i:02d}.safetensors" for i in range(count)]
+    names = lora_names(arch, count)
     if all((folder / n).exists() for n in names):
         return names
-    modules = kohya_modules(build_model(arch, "cpu", meta=True))
+    shapes = {key: shape for key, (_, shape) in kohya_modules(build_model(arch, "cpu", meta=True)).items()}
+    shapes.update(text_encoder_modules(arch))
     for i, name in enumerate(names):
+        if (folder / name).exists():
+            continue
         generator = torch.Generator().manual_seed(1000 + i)
         tensors = {}
-        for lora_key, (_, shape) in modules.items():
+        for lora_key, shape in shapes.items():
             out_features, in_features = shape[0], shape[1]
             extra = (1, 1) if len(shape) == 4 else ()
             down = torch.randn(RANK, in_features, *extra, generator=generator) / in_features**0.5
@@ -264,7 +297,7 @@ def run_variant(args) -> dict:
     import torch
 
     base = build_model(args.arch, args.device)
-    names = sorted(p.name for p in Path(args.loras).glob(f"bench_{args.arch}_*.safetensors"))[: args.n]
+    names = lora_names(args.arch, args.n)
     strengths = STRENGTHS[: args.n]
     variant = VARIANTS[args.variant](pack, base)
     if args.device == "cuda":
@@ -382,7 +415,7 @@ def run_per_forward(args) -> dict:
     import comfy.utils
 
     base = build_model(args.arch, args.device)
-    names = sorted(p.name for p in Path(args.loras).glob(f"bench_{args.arch}_*.safetensors"))
+    names = lora_names(args.arch, max(args.forward_n))
     bandwidth = copy_bandwidth(args.device)
     rows = []
     weights = None
@@ -485,7 +518,8 @@ def environment(args, load_before, load_after) -> list[str]:
             f"{args.threads or torch.get_num_threads()} torch threads per process; Python {platform.python_version()}.",
             f"- Model: full-size {ARCHS[args.arch]}-structured UNet (model_channels 320), random weights, in the "
             "dtype the host picks for this device; LoRAs: kohya files, rank 32, fp16, alpha 16, every transformer "
-            "Linear / 1×1 conv (what kohya's standard LoRA trains), UNet only; files in the OS page cache.",
+            "Linear / 1×1 conv (what kohya's standard LoRA trains) plus the text encoder's modules; the UNet is "
+            "patched (no CLIP connected, as in a model-only chain); files in the OS page cache.",
             f"- Load average (1 min) before / after: {load_before:.2f} / {load_after:.2f} "
             "(other work shared the machine; runs alternate ours/host; times: best run, peak RSS: median run)."]
 
