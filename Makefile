@@ -15,7 +15,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # The host's requirements minus the packages that would pull another torch build (none are needed here).
 HOST_REQ_SKIP := torch|torchvision|torchaudio|kornia|spandrel
 
-.PHONY: all setup test test-unit test-integration demo serve lint bench gpu-wheels clean
+.PHONY: all setup browser test test-unit test-integration test-browser demo serve lint bench gpu-wheels clean
 
 all: setup
 
@@ -36,9 +36,19 @@ $(VENV)/.ready: pyproject.toml $(if $(filter $(abspath $(BUNDLED_HOST)),$(COMFYU
 	$(PIP) install -r $(VENV)/dev-requirements.txt $(TORCH)
 	touch $@
 
-test: setup
+# The browser tests drive Debian's Chromium (never a downloaded browser); CI starts as root on a bare machine.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser:
+	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: setup browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+test-browser: setup browser
+	$(PY) -m pytest -q tests/browser
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

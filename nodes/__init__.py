@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension
 
-from . import block_view, lora_nodes
+from . import block_view, lora_nodes, routes
 
 
 class LoraDeckExtension(ComfyExtension):
@@ -13,4 +13,5 @@ class LoraDeckExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> LoraDeckExtension:
+    routes.register_routes()  # the web UI's /loradeck/ routes, when the host is serving
     return LoraDeckExtension()

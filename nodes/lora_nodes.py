@@ -16,6 +16,11 @@ def _strength(name: str, tooltip: str, optional: bool = False):
     return io.Float.Input(name, default=1.0, min=-100.0, max=100.0, step=0.01, optional=optional, tooltip=tooltip)
 
 
+def _ui(reports: list[patching.LoraReport]) -> dict:
+    """What the web UI shows on rows after a run: each LoRA's base model and any mismatch with the model."""
+    return {"loradeck": [{"lora": r.name, "base": r.base, "note": r.note} for r in reports]}
+
+
 def _skip_unloadable():
     return io.Boolean.Input("skip_unloadable", default=False, optional=True,
                             tooltip="On: a LoRA that cannot be loaded (broken file, unknown layout, nothing matching "
@@ -54,7 +59,7 @@ class LoraDeckLoader(io.ComfyNode):
             return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied")
         entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
         new_model, new_clip, reports = patching.apply_stack(model, clip, [entry], skip_unloadable=skip_unloadable)
-        return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
 
 
 class LoraDeckStack(io.ComfyNode):
@@ -105,7 +110,7 @@ class LoraDeckApply(io.ComfyNode):
     def execute(cls, model, lora_stack, clip=None, skip_unloadable=False):
         entries = stack.entries_from_stack(lora_stack)
         new_model, new_clip, reports = patching.apply_stack(model, clip, entries, skip_unloadable=skip_unloadable)
-        return io.NodeOutput(new_model, new_clip, patching.report_text(reports))
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
 
 
 NODES = [LoraDeckLoader, LoraDeckStack, LoraDeckApply]
