@@ -15,7 +15,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # The host's requirements minus the packages that would pull another torch build (none are needed here).
 HOST_REQ_SKIP := torch|torchvision|torchaudio|kornia|spandrel
 
-.PHONY: all setup browser test test-unit test-integration test-browser demo serve lint bench fuzz clean
+.PHONY: all setup browser test test-unit test-integration test-browser demo serve lint bench fuzz gpu-wheels clean
 
 all: setup
 
@@ -68,6 +68,15 @@ fuzz: setup
 
 bench: setup
 	$(PY) scripts/bench.py
+
+# Wheels for a bare GPU machine with Python 3.12 + torch (scripts/gpu_bench.sh unpacks those it lacks).
+GPU_WHEELS := numpy==2.4.6 safetensors==0.8.0 psutil==7.2.2 pydantic==2.14.4 pydantic_core==2.50.5 \
+	pydantic-settings==2.16.3 python-dotenv==1.2.4 annotated-types==0.8.0 typing-inspection==0.4.5 \
+	typing_extensions==4.16.0 packaging==26.4
+gpu-wheels: setup
+	$(PIP) download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--platform any -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) $(HOST_ROOT) demo-output

@@ -234,8 +234,8 @@ def read_tensors(header: Header, names: list[str] | None = None) -> dict[str, to
         for name in sorted(wanted, key=lambda n: header.tensors[n].start):
             info = header.tensors[name]
             f.seek(info.start)
-            raw = bytearray(f.read(info.nbytes))
-            if len(raw) != info.nbytes:
+            raw = bytearray(info.nbytes)
+            if f.readinto(raw) != info.nbytes:
                 raise LoraFileError(header.path, f"ended while reading tensor {name!r} (file changed on disk?)")
             stats.bytes_read += len(raw)
             dtype = DTYPES[info.dtype]

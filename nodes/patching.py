@@ -1,9 +1,11 @@
 """A stack of LoRAs registered on clones of the host's MODEL and CLIP as the host's own weight patches.
 
 Key maps come from the live model (`comfy.lora.model_lora_keys_*`), so every architecture the host knows
-is covered. Each module's adapter sits in a `DeckPatch`, a host weight adapter that computes its change
-in fp32 when the host patches the weight; one `add_patches` call per (patcher, strength × block ratio).
-Model weights are never written here, so lowvram, dynamic VRAM, hooks and unpatching keep working.
+is covered. The whole stack becomes one patch per weight: a `FusedStackPatch` (a host weight adapter)
+holding every entry's contribution to that weight, computed when the host patches the weight as one
+fp32 matrix product over the stacked low-rank factors (`loader.fuse`); other adapter types are applied
+by themselves in stack order. Model weights are never written here, so lowvram, dynamic VRAM, hooks and
+unpatching keep working.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import adapters, cache, energy, files, formats, spec
+from ..loader import adapters, cache, energy, files, formats, fuse, spec
 from ..loader.blocks import BlockMap
 from ..loader.stack import StackEntry
 from . import block_presets, folders
@@ -64,6 +66,54 @@ class DeckPatch(WeightAdapterBase):
 
 def _identity(x):
     return x
+
+
+class FusedStackPatch(WeightAdapterBase):
+    """Every stack entry's change to one weight, as one host patch (registered with strength 1.0).
+
+    `weights` is `[uses_key_function, *fuse.pack(terms)]`: only tensors, numbers, strings and adapter
+    objects, so a host that moves patch data between devices and rebuilds the patch as
+    `type(patch)(loaded_keys, weights)` keeps it working.
+    """
+
+    name = "loradeck_stack"
+
+    def __init__(self, loaded_keys: set[str], weights: list):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        uses_key_function, *packed = self.weights
+        # The host hands an identity lambda when the key has no transform; skipping it keeps the update in place.
+        return fuse.apply_packed(weight, packed, strength, function if uses_key_function else None)
+
+
+class StackPatches:
+    """Every entry's contributions, gathered per (target, host key) in stack order; one fused patch per weight."""
+
+    def __init__(self):
+        self._terms: dict[tuple[str, object], list[tuple[str, fuse.Term]]] = {}
+
+    def add(self, target: str, host_key, module_key: str, adapter, coefficient: float) -> bool:
+        """Record one contribution; False (and nothing recorded) when its coefficient is 0."""
+        if coefficient == 0:
+            return False
+        self._terms.setdefault((target, host_key), []).append((module_key, fuse.Term(adapter, coefficient)))
+        return True
+
+    def register(self, model, clip) -> dict[str, set]:
+        """add_patches once per patcher; returns the host keys each target accepted."""
+        by_target: dict[str, dict] = {"model": {}, "clip": {}}
+        for (target, host_key), contributions in self._terms.items():
+            uses_key_function = isinstance(host_key, tuple) and len(host_key) > 2
+            weights = [uses_key_function, *fuse.pack([term for _, term in contributions])]
+            by_target[target][host_key] = FusedStackPatch({key for key, _ in contributions}, weights)
+        accepted = {"model": set(), "clip": set()}
+        for target, patcher in (("model", model), ("clip", clip)):
+            if by_target[target] and patcher is not None:
+                accepted[target] = set(patcher.add_patches(by_target[target], 1.0))
+        return accepted
 
 
 @dataclass
@@ -134,13 +184,12 @@ def apply_stack(model, clip, entries: list[StackEntry],
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
     clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
     architecture = architecture_of(model) if model is not None else None
-    model_sd = model.model.state_dict() if model is not None else {}
-    clip_sd = clip.cond_stage_model.state_dict() if clip is not None else {}
-    shapes = {"model": {k: tuple(v.shape) for k, v in model_sd.items()},
-              "clip": {k: tuple(v.shape) for k, v in clip_sd.items()}}
-    # The model's shapes let q/k/v/mlp row slices be told apart.
-    block_map = BlockMap.from_keys(architecture or "unknown", model_sd, list(clip_sd))
+    block_map = block_map_of(model, clip)
+    shapes = {"model": _shapes(model.model if model is not None else None),
+              "clip": _shapes(clip.cond_stage_model if clip is not None else None)}
     reports = []
+    patches = StackPatches()
+    contributed: list[dict[str, set]] = []
     for entry in entries:
         try:
             weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
@@ -148,17 +197,33 @@ def apply_stack(model, clip, entries: list[StackEntry],
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         try:
             loaded = _load(entry.lora_name)
-            reports.append(_apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture,
-                                      shapes))
+            report, keys = _apply_one(loaded, entry, weights, patches, new_clip is not None, unet_map, clip_map,
+                                      architecture, shapes)
         except LoraApplyError as e:
             if not skip_unloadable:
                 raise
             log.warning("LoRA Deck: skipped %s", e)
             reports.append(LoraReport(entry.lora_name, "", (), None, entry.strength_model, entry.strength_clip,
                                       entry.blocks, error=str(e).removeprefix(f"{entry.lora_name}: ")))
+            contributed.append({"model": set(), "clip": set()})
             continue
+        reports.append(report)
+        contributed.append(keys)
         _attach_metadata(loaded.layout.metadata, new_model, new_clip)
+    accepted = patches.register(new_model, new_clip)
+    for report, keys in zip(reports, contributed, strict=True):
+        report.model_keys = len(keys["model"] & accepted["model"])
+        report.clip_keys = len(keys["clip"] & accepted["clip"])
     return new_model, new_clip, reports
+
+
+def block_map_of(model, clip) -> BlockMap:
+    """The block ids of the live model and text encoder, for block-weight specs."""
+    return BlockMap.from_keys(
+        architecture_of(model) if model is not None else "unknown",
+        model.model.state_dict() if model is not None else [],  # shapes let q/k/v/mlp row slices be told apart
+        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
+    )
 
 
 def _load(lora_name: str):
@@ -181,22 +246,45 @@ def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
             target.set_attachments("lora_metadata", metadata)
 
 
-def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, architecture, shapes) -> LoraReport:
+def _apply_one(loaded, entry, weights, patches: StackPatches, has_clip: bool, unet_map, clip_map,
+               architecture, shapes) -> tuple[LoraReport, dict[str, set]]:
+    """Add one entry's contributions to `patches`; its report, and the host keys it contributed to per target."""
     layout = loaded.layout
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
-    groups: dict[tuple[str, float], dict] = {}
-    measured: list[energy.KeyEnergy] = []
-    for module_key, adapter in loaded.adapters.items():
+    targets: dict[str, tuple[str, object]] = {}
+    for module_key, module in layout.modules.items():
         target, host_key = _host_key(module_key, unet_map, clip_map)
         if host_key is not None:
-            pass
-        elif layout.modules[module_key].is_text_encoder and new_clip is None:
+            targets[module_key] = (target, host_key)
+        elif module.is_text_encoder and not has_clip:
             report.skipped_text_encoder += 1
-            continue
         else:
             report.unmatched.append(module_key)
-            continue
+    report.note = _mismatch_note(layout.base, architecture)
+    report.not_understood = len(layout.unused)
+    if not targets and report.unmatched:
+        reason = report.note or (f"none of its {len(layout.modules)} modules ({layout.family} "
+                                 f"{'+'.join(layout.adapter_kinds)}) match this model's weights")
+        raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
+    strengths = {"model": entry.strength_model, "clip": entry.strength_clip}
+    # Only the tensors this model will use are read (every matched module when a block table is reported).
+    used = [m for m, (target, _) in targets.items() if strengths[target] != 0 or entry.blocks]
+    try:
+        loaded_adapters = loaded.adapters_for(used)
+    except files.LoraFileError as e:  # NaN/inf data, or tensors its adapter math cannot use
+        raise LoraApplyError(f"{entry.lora_name}: {e.problem}") from None
+    keys: dict[str, set] = {"model": set(), "clip": set()}
+
+    def contribute(target, host_key, module_key, adapter, coefficient):
+        if patches.add(target, host_key, module_key, adapter, coefficient):
+            keys[target].add(host_key)
+
+    measured: list[energy.KeyEnergy] = []
+    for module_key in used:
+        adapter = loaded_adapters[module_key]
+        target, host_key = targets[module_key]
+        strength = strengths[target]
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
         misfit = _misfit(adapter, shapes[target].get(model_key), offset)
         if misfit:  # the host would fail mid-sampling; say so now, naming the module
@@ -213,51 +301,38 @@ def _apply_one(loaded, entry, weights, new_model, new_clip, unet_map, clip_map, 
             for (dim, start, length), ratio in slices:
                 rows = slice(start - first, start - first + length)
                 part = dataclasses.replace(adapter, up=adapter.up[rows], bias=None)
-                group = groups.setdefault((target, ratio), {})
-                group[(model_key, (dim, start, length))] = DeckPatch({module_key}, [part])
+                contribute(target, (model_key, (dim, start, length)), module_key, part, strength * ratio)
                 if adapter.bias is not None and bias_key is not None:
-                    group[(bias_key, (dim, start, length))] = DeckPatch(
-                        {module_key}, [adapters.BiasChange(adapter.bias[rows])])
+                    contribute(target, (bias_key, (dim, start, length)), module_key,
+                               adapters.BiasChange(adapter.bias[rows]), strength * ratio)
             continue
-        ratio = weights.ratio(model_key, offset)
-        group = groups.setdefault((target, ratio), {})
+        coefficient = strength * weights.ratio(model_key, offset)
         if not isinstance(adapter, adapters.BiasChange):
-            group[host_key] = DeckPatch({module_key}, [adapter])
+            contribute(target, host_key, module_key, adapter, coefficient)
         bias = adapter.bias_delta if isinstance(adapter, adapters.BiasChange) else adapter.bias
         bias_key = _bias_key(host_key)
         if bias is not None and bias_key is not None:
-            group[bias_key] = DeckPatch({module_key}, [adapters.BiasChange(bias)])
-    report.note = _mismatch_note(layout.base, architecture)
-    report.not_understood = len(layout.unused)
-    if not any(groups.values()) and report.misfits:
+            contribute(target, bias_key, module_key, adapters.BiasChange(bias), coefficient)
+    if report.misfits and not any(keys.values()):
         raise LoraApplyError(f"{entry.lora_name}: its shapes do not fit this model; is it made for another "
                              f"model? (e.g. {report.misfits[0]})")
     if report.misfits:
         log.warning("LoRA Deck: %s: %d modules do not fit this model's shapes and were skipped (e.g. %s)",
                     entry.lora_name, len(report.misfits), report.misfits[0])
-    if not any(groups.values()) and report.unmatched:
-        reason = report.note or (f"none of its {len(loaded.adapters)} modules ({layout.family} "
-                                 f"{'+'.join(layout.adapter_kinds)}) match this model's weights")
-        raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
-    for (target, ratio), patches in groups.items():
-        patcher, strength = (new_model, entry.strength_model) if target == "model" else (new_clip, entry.strength_clip)
-        if strength * ratio == 0:
-            continue
-        accepted = patcher.add_patches(patches, strength * ratio)
-        if target == "model":
-            report.model_keys += len(accepted)
-        else:
-            report.clip_keys += len(accepted)
     if entry.blocks:
         report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
     if report.unmatched:
         examples = ", ".join(report.unmatched[:3])
         log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
-                    entry.lora_name, len(report.unmatched), len(loaded.adapters), examples,
+                    entry.lora_name, len(report.unmatched), len(layout.modules), examples,
                     f"; {report.note}" if report.note else "")
     elif report.note:
         log.warning("LoRA Deck: %s: %s", entry.lora_name, report.note)
-    return report
+    return report, keys
+
+
+def _shapes(module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()} if module is not None else {}
 
 
 def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:

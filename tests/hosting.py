@@ -22,8 +22,11 @@ COMFYUI_PATH = Path(os.environ.get("COMFYUI_PATH") or REPO / ".host" / "ComfyUI"
 _state: dict[str, object] = {}
 
 
-def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True):
-    """Import and initialise the host once per process; return this pack's module as the host loaded it."""
+def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True, cpu: bool = True):
+    """Import and initialise the host once per process; return this pack's module as the host loaded it.
+
+    `cpu=False` lets the host pick its accelerator (benchmarks on a GPU machine).
+    """
     if "pack" not in _state:
         if not (COMFYUI_PATH / "comfy").is_dir():
             raise RuntimeError(f"No ComfyUI at {COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH")
@@ -33,7 +36,7 @@ def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True)
         comfy.options.enable_args_parsing(False)
         import comfy.cli_args
 
-        comfy.cli_args.args.cpu = True
+        comfy.cli_args.args.cpu = cpu
         import comfy.model_management  # (reads args.cpu at import)
 
         # As in the host's main.py: the root `utils` package first, before nodes.py puts comfy/ on sys.path

@@ -37,7 +37,9 @@ def lora_modules(path: Path) -> tuple[int, int]:
 
 
 def strengths(patcher) -> Counter:
-    return Counter(round(patch[0], 6) for patches in patcher.patches.values() for patch in patches)
+    """How many module changes at each strength (inside LoRA Deck's one fused patch per weight)."""
+    fused = (patch[1].weights[1:] for patches in patcher.patches.values() for patch in patches)
+    return Counter(round(c, 6) for packed in fused for c in hosting.boot().loader.fuse.coefficients(packed))
 
 
 @pytest.fixture(scope="module")

@@ -70,17 +70,38 @@ def test_cache_reads_each_file_once_until_it_changes(tmp_path):
     store = cache.LoraCache(max_bytes=10**6)
     opened = files.stats.files_opened
     first = store.load(path)
-    assert store.load(path) is first and files.stats.files_opened == opened + 1
+    assert files.stats.files_opened == opened  # the header only: tensors are read when a module is used
     assert first.adapters["lora_unet_x"].scale == 0.5
+    assert store.load(path) is first and store.load(path).adapters and files.stats.files_opened == opened + 1
     write_lora(tmp_path / "a.safetensors", seed=1)
     os.utime(path, ns=(1, first.identity[2] + 10**9))
-    assert store.load(path) is not first and files.stats.files_opened == opened + 2
+    second = store.load(path)
+    assert second is not first and second.adapters and files.stats.files_opened == opened + 2
 
 
 def test_cache_is_bounded_by_bytes(tmp_path):
     paths = [write_lora(tmp_path / f"{i}.safetensors", seed=i, rank=16) for i in range(4)]
-    one = cache.read_lora(paths[0]).nbytes
+    one = sum(info.nbytes for info in files.read_header(paths[0]).tensors.values())
     store = cache.LoraCache(max_bytes=int(2.5 * one))
     loaded = [store.load(p) for p in paths]
+    for entry in loaded:
+        assert entry.adapters  # reading the tensors is what fills the cache
+    assert store.nbytes <= 2.5 * one
     assert store.load(paths[3]) is loaded[3] and store.load(paths[2]) is loaded[2]
     assert store.load(paths[0]) is not loaded[0]  # evicted, read again
+
+
+def test_only_the_modules_asked_for_are_read(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name in ("lora_unet_a", "lora_unet_b", "lora_te_c"):
+        tensors[f"{name}.lora_down.weight"] = torch.randn(4, 8, generator=g).to(torch.float16)
+        tensors[f"{name}.lora_up.weight"] = torch.randn(8, 4, generator=g).to(torch.float16)
+        tensors[f"{name}.alpha"] = torch.tensor(2.0)
+    save_file(tensors, str(tmp_path / "abc.safetensors"))
+    loaded = cache.read_lora(str(tmp_path / "abc.safetensors"))
+    read = files.stats.bytes_read
+    picked = loaded.adapters_for(["lora_unet_b"])
+    assert picked["lora_unet_b"].up.dtype == torch.float16  # stored dtype, no conversion on read
+    assert files.stats.bytes_read - read == 2 * 4 * 8 * 2 + 4 == loaded.nbytes
+    assert set(loaded.tensors) == {"lora_unet_b.lora_down.weight", "lora_unet_b.lora_up.weight", "lora_unet_b.alpha"}
