@@ -33,7 +33,7 @@ class LoadedLora:
         self.layout = layout
         self.tensors: dict[str, torch.Tensor] = dict(tensors or {})
         # Tensors holding NaN/inf, found once as each is read (a pass over the data it costs only then).
-        self.nonfinite: set[str] = set(files.nonfinite_tensors(self.tensors))
+        self.nonfinite: set[str] = set(files.nonfinite_tensors(self.tensors)) if self.tensors else set()
         self._adapters: dict[str, adapters.Adapter | adapters.BiasChange] = {}
         self._configs = formats.peft_alphas(layout.metadata)
         self._lock = threading.Lock()

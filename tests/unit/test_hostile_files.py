@@ -158,11 +158,11 @@ class TestNonFinite:
         path = str(case.write(tmp_path))
         lora_cache = cache.LoraCache()
         monkeypatch.setenv(files.ALLOW_NONFINITE_ENV, "yes")
-        lora_cache.load(path)
+        _ = lora_cache.load(path).adapters
         opened = files.stats.files_opened
         monkeypatch.setenv(files.ALLOW_NONFINITE_ENV, "0")
         with pytest.raises(files.LoraFileError, match="NaN or infinite"):
-            lora_cache.load(path)
+            _ = lora_cache.load(path).adapters
         assert files.stats.files_opened == opened  # decided from the cached scan, no second read
 
     def test_checked_once_per_load_then_cached(self, tmp_path, monkeypatch):
@@ -174,7 +174,7 @@ class TestNonFinite:
         monkeypatch.setattr(files, "nonfinite_tensors", lambda t: checks.append(1) or original(t))
         lora_cache = cache.LoraCache()
         for _ in range(3):
-            lora_cache.load(str(path))
+            _ = lora_cache.load(str(path)).adapters
         assert len(checks) == 1
 
 
