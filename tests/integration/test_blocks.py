@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import a1111
 import comfy.lora
 import comfy.sd
 import comfy.utils
@@ -17,39 +18,22 @@ import miniatures
 import producers
 import pytest
 import torch
+from a1111 import ID26, PRESETS
 from compare import worst_relative_error
 
 import nodes
 
 TOLERANCE = 1e-5
 
-ID26 = ["BASE"] + [f"IN{i:02d}" for i in range(12)] + ["M00"] + [f"OUT{i:02d}" for i in range(12)]
-ID17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(3, 12))]
-ID12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(6))]
-ID20 = ["BASE"] + [f"IN{i:02d}" for i in range(9)] + ["M00"] + [f"OUT{i:02d}" for i in range(9)]
+
 # A1111 BLOCKS: index i of this list is slot i of the 26 layout; 26/27 ("embedders", "transformer_resblocks") → 0.
 A1111_BLOCKS = (["encoder"] + [f"diffusion_model_input_blocks_{i}_" for i in range(12)]
                 + ["diffusion_model_middle_block_"] + [f"diffusion_model_output_blocks_{i}_" for i in range(12)]
                 + ["embedders", "transformer_resblocks"])
-PRESETS = {
-    "NONE": [0] * 17, "ALL": [1] * 17,
-    "INS": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    "IND": [1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    "INALL": [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    "MIDD": [1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
-    "OUTD": [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0],
-    "OUTS": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
-    "OUTALL": [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
-    "ALL0.5": [0.5] * 17,
-}
 
 
 def to26(values):
-    layout = {17: ID17, 26: ID26, 12: ID12, 20: ID20}[len(values)]
-    out = [0.0] * 26
-    for block, value in zip(layout, values, strict=True):
-        out[ID26.index(block)] = value
-    return out
+    return list(a1111.to26(values).values())
 
 
 def a1111_ratio(key: str, lwei26: list[float]) -> float:

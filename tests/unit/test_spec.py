@@ -6,39 +6,15 @@ import math
 
 import keysets
 import pytest
+from a1111 import ID17, ID26
+from a1111 import PRESETS as A1111_PRESETS
+from a1111 import to26 as a1111_to26
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader import spec
 from loader.blocks import BlockMap
 from loader.spec import SpecError, parse
-
-# A1111 lora_block_weight.py (b403cb7): BLOCKID26/17/12/20 and DEF_WEIGHT_PRESET, written out by hand.
-ID26 = ["BASE"] + [f"IN{i:02d}" for i in range(12)] + ["M00"] + [f"OUT{i:02d}" for i in range(12)]
-ID17 = ["BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00",
-        *(f"OUT{i:02d}" for i in range(3, 12))]
-ID12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "M00", *(f"OUT{i:02d}" for i in range(6))]
-ID20 = ["BASE"] + [f"IN{i:02d}" for i in range(9)] + ["M00"] + [f"OUT{i:02d}" for i in range(9)]
-A1111_PRESETS = {
-    "NONE": [0] * 17,
-    "ALL": [1] * 17,
-    "INS": [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    "IND": [1, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    "INALL": [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    "MIDD": [1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0],
-    "OUTD": [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0],
-    "OUTS": [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
-    "OUTALL": [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1],
-    "ALL0.5": [0.5] * 17,
-}
-LAYOUTS = {17: ID17, 26: ID26, 12: ID12, 20: ID20}
-
-
-def a1111_to26(values: list[float]) -> dict[str, float]:
-    """A1111's to26(): ids of the vector's layout get its values, every other 26-slot gets 0."""
-    out = dict.fromkeys(ID26, 0.0)
-    out.update(zip(LAYOUTS[len(values)], values, strict=True))
-    return out
 
 
 @pytest.fixture(scope="module")
