@@ -9,7 +9,7 @@ from __future__ import annotations
 import comfy.lora
 from comfy_api.latest import io
 
-from ..loader import blocks, cache, energy, heatmap, spec
+from ..loader import blocks, cache, energy, heatmap, plan, spec
 from . import folders, patching
 
 
@@ -65,12 +65,10 @@ def _entries(loaded, model, clip):
         return entries, block_map, notes
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {})
     clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
-    block_map = blocks.BlockMap.from_keys(
-        patching.architecture_of(model), model.model.state_dict(),
-        list(clip.cond_stage_model.state_dict()) if clip is not None else [])
+    block_map = patching.block_map_of(model, clip)
     skipped_te, unmatched = 0, []
     for module_key, adapter in loaded.adapters.items():
-        _, host_key = patching._host_key(module_key, unet_map, clip_map)
+        _, host_key = plan.host_key(module_key, unet_map, clip_map)
         if host_key is None:
             if loaded.layout.modules[module_key].is_text_encoder and clip is None:
                 skipped_te += 1

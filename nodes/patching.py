@@ -10,18 +10,19 @@ unpatching keep working.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
 
 import comfy.lora
 import torch
 from comfy.weight_adapter.base import WeightAdapterBase
 
-from ..loader import adapters, cache, energy, files, formats, fuse, spec
+from ..loader import cache, files, fuse, spec
 from ..loader.blocks import BlockMap
+from ..loader.plan import Contribution, LoraApplyError, LoraReport, ModelFacts, plan_entry, report_text
 from ..loader.stack import StackEntry
 from . import block_presets, folders
+
+__all__ = ["LoraApplyError", "LoraReport", "apply_stack", "report_text"]
 
 log = logging.getLogger("loradeck")
 
@@ -34,38 +35,6 @@ HOST_FAMILIES = {
     "flux": ("Flux", "FluxSchnell", "FluxInpaint", "Chroma"),
     "chroma": ("Chroma", "Flux", "FluxSchnell"),
 }
-
-
-class LoraApplyError(RuntimeError):
-    """A LoRA that cannot be applied to this model; the message names the file and the reason."""
-
-
-class DeckPatch(WeightAdapterBase):
-    """One module's adapter as a host weight patch; the host passes strength × block ratio as `strength`."""
-
-    name = "loradeck"
-
-    def __init__(self, loaded_keys: set[str], weights: list):
-        self.loaded_keys = loaded_keys
-        self.weights = weights
-
-    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
-                         intermediate_dtype=torch.float32, original_weight=None):
-        adapter = self.weights[0]
-        if function is None:
-            function = _identity
-        if adapter.linear:
-            change = strength * adapter.delta(weight)
-        else:
-            result = weight.to(torch.float32, copy=True)
-            adapter.apply_(result, strength)
-            change = result - weight.to(torch.float32)
-        weight += function(change).to(weight.dtype)
-        return weight
-
-
-def _identity(x):
-    return x
 
 
 class FusedStackPatch(WeightAdapterBase):
@@ -95,12 +64,9 @@ class StackPatches:
     def __init__(self):
         self._terms: dict[tuple[str, object], list[tuple[str, fuse.Term]]] = {}
 
-    def add(self, target: str, host_key, module_key: str, adapter, coefficient: float) -> bool:
-        """Record one contribution; False (and nothing recorded) when its coefficient is 0."""
-        if coefficient == 0:
-            return False
-        self._terms.setdefault((target, host_key), []).append((module_key, fuse.Term(adapter, coefficient)))
-        return True
+    def add(self, contribution: Contribution) -> None:
+        self._terms.setdefault((contribution.target, contribution.host_key), []).append(
+            (contribution.module_key, fuse.Term(contribution.adapter, contribution.coefficient)))
 
     def register(self, model, clip) -> dict[str, set]:
         """add_patches once per patcher; returns the host keys each target accepted."""
@@ -114,50 +80,6 @@ class StackPatches:
             if by_target[target] and patcher is not None:
                 accepted[target] = set(patcher.add_patches(by_target[target], 1.0))
         return accepted
-
-
-@dataclass
-class LoraReport:
-    name: str
-    family: str
-    kinds: tuple[str, ...]
-    base: str | None
-    strength_model: float
-    strength_clip: float
-    blocks: str
-    model_keys: int = 0
-    clip_keys: int = 0
-    skipped_text_encoder: int = 0
-    unmatched: list[str] = field(default_factory=list)
-    misfits: list[str] = field(default_factory=list)
-    not_understood: int = 0
-    note: str = ""
-    resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
-    error: str = ""  # set when the LoRA was skipped (skip_unloadable)
-
-    def line(self) -> str:
-        if self.error:
-            return f"{self.name}: skipped, {self.error}"
-        kinds = "+".join(self.kinds) or "no adapters"
-        text = (f"{self.name}: {self.family} {kinds}, base {self.base or 'unknown'}; "
-                f"model {self.strength_model:g} → {self.model_keys} weights, "
-                f"clip {self.strength_clip:g} → {self.clip_keys} weights")
-        if self.blocks:
-            text += f"; blocks {self.blocks!r}"
-        if self.skipped_text_encoder:
-            text += f"; {self.skipped_text_encoder} text-encoder modules skipped (no CLIP connected)"
-        if self.unmatched:
-            examples = ", ".join(self.unmatched[:3])
-            text += f"; {len(self.unmatched)} modules matched nothing in this model (e.g. {examples})"
-        if self.misfits:
-            text += f"; {len(self.misfits)} modules do not fit this model's shapes (skipped)"
-        if self.not_understood:
-            text += f"; {self.not_understood} tensors in no layout this version understands"
-        if self.note:
-            text += f"; {self.note}"
-        if self.resolved:
-            text += "\n  " + self.resolved.replace("\n", "\n  ")
-        return text
 
 
 def architecture_of(model) -> str:
@@ -181,12 +103,16 @@ def apply_stack(model, clip, entries: list[StackEntry],
     """
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
-    unet_map = comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {}
-    clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {}
     architecture = architecture_of(model) if model is not None else None
+    facts = ModelFacts(
+        unet_map=comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {},
+        clip_map=comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {},
+        shapes={"model": _shapes(model.model if model is not None else None),
+                "clip": _shapes(clip.cond_stage_model if clip is not None else None)},
+        has_clip=clip is not None,
+        mismatch_note=lambda base: _mismatch_note(base, architecture),
+    )
     block_map = block_map_of(model, clip)
-    shapes = {"model": _shapes(model.model if model is not None else None),
-              "clip": _shapes(clip.cond_stage_model if clip is not None else None)}
     reports = []
     patches = StackPatches()
     contributed: list[dict[str, set]] = []
@@ -197,16 +123,18 @@ def apply_stack(model, clip, entries: list[StackEntry],
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         try:
             loaded = _load(entry.lora_name)
-            report, keys = _apply_one(loaded, entry, weights, patches, new_clip is not None, unet_map, clip_map,
-                                      architecture, shapes)
+            report, contributions = plan_entry(loaded, entry, weights, facts)
         except LoraApplyError as e:
             if not skip_unloadable:
                 raise
             log.warning("LoRA Deck: skipped %s", e)
-            reports.append(LoraReport(entry.lora_name, "", (), None, entry.strength_model, entry.strength_clip,
-                                      entry.blocks, error=str(e).removeprefix(f"{entry.lora_name}: ")))
+            reports.append(LoraReport.skipped(entry, str(e).removeprefix(f"{entry.lora_name}: ")))
             contributed.append({"model": set(), "clip": set()})
             continue
+        keys: dict[str, set] = {"model": set(), "clip": set()}
+        for contribution in contributions:
+            patches.add(contribution)
+            keys[contribution.target].add(contribution.host_key)
         reports.append(report)
         contributed.append(keys)
         _attach_metadata(loaded.layout.metadata, new_model, new_clip)
@@ -246,136 +174,5 @@ def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
             target.set_attachments("lora_metadata", metadata)
 
 
-def _apply_one(loaded, entry, weights, patches: StackPatches, has_clip: bool, unet_map, clip_map,
-               architecture, shapes) -> tuple[LoraReport, dict[str, set]]:
-    """Add one entry's contributions to `patches`; its report, and the host keys it contributed to per target."""
-    layout = loaded.layout
-    report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
-                        entry.strength_model, entry.strength_clip, entry.blocks)
-    targets: dict[str, tuple[str, object]] = {}
-    for module_key, module in layout.modules.items():
-        target, host_key = _host_key(module_key, unet_map, clip_map)
-        if host_key is not None:
-            targets[module_key] = (target, host_key)
-        elif module.is_text_encoder and not has_clip:
-            report.skipped_text_encoder += 1
-        else:
-            report.unmatched.append(module_key)
-    report.note = _mismatch_note(layout.base, architecture)
-    report.not_understood = len(layout.unused)
-    if not targets and report.unmatched:
-        reason = report.note or (f"none of its {len(layout.modules)} modules ({layout.family} "
-                                 f"{'+'.join(layout.adapter_kinds)}) match this model's weights")
-        raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
-    strengths = {"model": entry.strength_model, "clip": entry.strength_clip}
-    # Only the tensors this model will use are read (every matched module when a block table is reported).
-    used = [m for m, (target, _) in targets.items() if strengths[target] != 0 or entry.blocks]
-    try:
-        loaded_adapters = loaded.adapters_for(used)
-    except files.LoraFileError as e:  # NaN/inf data, or tensors its adapter math cannot use
-        raise LoraApplyError(f"{entry.lora_name}: {e.problem}") from None
-    keys: dict[str, set] = {"model": set(), "clip": set()}
-
-    def contribute(target, host_key, module_key, adapter, coefficient):
-        if patches.add(target, host_key, module_key, adapter, coefficient):
-            keys[target].add(host_key)
-
-    measured: list[energy.KeyEnergy] = []
-    for module_key in used:
-        adapter = loaded_adapters[module_key]
-        target, host_key = targets[module_key]
-        strength = strengths[target]
-        model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
-        misfit = _misfit(adapter, shapes[target].get(model_key), offset)
-        if misfit:  # the host would fail mid-sampling; say so now, naming the module
-            report.misfits.append(f"{module_key}: {misfit}")
-            continue
-        if entry.blocks:
-            measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
-        splittable = getattr(adapter, "linear", False) and getattr(adapter, "up", None) is not None \
-            and getattr(adapter, "mid", None) is None
-        slices = weights.row_slices(model_key, offset) if splittable else None
-        if slices:  # element rules give the q/k/v/mlp rows of one fused weight different ratios
-            first = offset[1] if offset else 0
-            bias_key = _bias_key(model_key)
-            for (dim, start, length), ratio in slices:
-                rows = slice(start - first, start - first + length)
-                part = dataclasses.replace(adapter, up=adapter.up[rows], bias=None)
-                contribute(target, (model_key, (dim, start, length)), module_key, part, strength * ratio)
-                if adapter.bias is not None and bias_key is not None:
-                    contribute(target, (bias_key, (dim, start, length)), module_key,
-                               adapters.BiasChange(adapter.bias[rows]), strength * ratio)
-            continue
-        coefficient = strength * weights.ratio(model_key, offset)
-        if not isinstance(adapter, adapters.BiasChange):
-            contribute(target, host_key, module_key, adapter, coefficient)
-        bias = adapter.bias_delta if isinstance(adapter, adapters.BiasChange) else adapter.bias
-        bias_key = _bias_key(host_key)
-        if bias is not None and bias_key is not None:
-            contribute(target, bias_key, module_key, adapters.BiasChange(bias), coefficient)
-    if report.misfits and not any(keys.values()):
-        raise LoraApplyError(f"{entry.lora_name}: its shapes do not fit this model; is it made for another "
-                             f"model? (e.g. {report.misfits[0]})")
-    if report.misfits:
-        log.warning("LoRA Deck: %s: %d modules do not fit this model's shapes and were skipped (e.g. %s)",
-                    entry.lora_name, len(report.misfits), report.misfits[0])
-    if entry.blocks:
-        report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
-    if report.unmatched:
-        examples = ", ".join(report.unmatched[:3])
-        log.warning("LoRA Deck: %s: %d of %d modules matched nothing in this model (e.g. %s)%s",
-                    entry.lora_name, len(report.unmatched), len(layout.modules), examples,
-                    f"; {report.note}" if report.note else "")
-    elif report.note:
-        log.warning("LoRA Deck: %s: %s", entry.lora_name, report.note)
-    return report, keys
-
-
 def _shapes(module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()} if module is not None else {}
-
-
-def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
-    """Why the adapter's change cannot land on a weight of this shape ("" when it can).
-
-    The change is computed on the meta device: shapes only, no data and no arithmetic, so every adapter
-    type is checked by its own code at no cost before the host would fail on it mid-sampling.
-    """
-    if shape is None or not hasattr(adapter, "on"):
-        return ""
-    if offset is not None:  # (dim, start, length): a slice of a fused weight
-        dim, _, length = offset
-        shape = (*shape[:dim], length, *shape[dim + 1:])
-    meta = torch.device("meta")
-    try:
-        adapter.on(meta).delta(torch.empty(shape, device=meta))
-    except NotImplementedError:  # an operation without a meta kernel: the shapes cannot be told in advance
-        return ""
-    except (RuntimeError, ValueError, IndexError) as e:
-        if "meta" in str(e).lower():  # math that needs values (OFT's constraint .item()): cannot be told either
-            return ""
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return f"its change does not fit the model's weight {list(shape)} ({reason})"
-    return ""
-
-
-def _host_key(module_key: str, unet_map: dict, clip_map: dict):
-    for candidate in formats.key_candidates(module_key):
-        if candidate in unet_map:
-            return "model", unet_map[candidate]
-        if candidate in clip_map:
-            return "clip", clip_map[candidate]
-    return None, None
-
-
-def _bias_key(host_key):
-    """The host key of the bias beside a weight key (a tuple key keeps its row slice and function)."""
-    key = host_key[0] if isinstance(host_key, tuple) else host_key
-    if not key.endswith(".weight"):
-        return None
-    bias = key[: -len(".weight")] + ".bias"
-    return (bias, *host_key[1:]) if isinstance(host_key, tuple) else bias
-
-
-def report_text(reports: list[LoraReport]) -> str:
-    return "\n".join(r.line() for r in reports) or "no LoRAs applied"

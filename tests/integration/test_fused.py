@@ -12,6 +12,8 @@ import comfy.lora_convert
 import comfy.utils
 import producers
 import pytest
+import torch
+from comfy.weight_adapter.base import WeightAdapterBase
 from compare import changed, worst_relative_error
 
 import nodes
@@ -111,17 +113,32 @@ def test_fused_stack_with_block_ratios_equals_host_unfused(stack_files, sd15, sd
     assert worst_relative_error(changed(ours_clip.patcher), host_clip_changed) <= TOLERANCE
 
 
+class OnePatch(WeightAdapterBase):
+    """One module's adapter as its own host patch, the host passing the entry's strength (the unfused way)."""
+
+    name = "loradeck_one"
+
+    def __init__(self, loaded_keys, weights):
+        self.loaded_keys = loaded_keys
+        self.weights = weights
+
+    def calculate_weight(self, weight, key, strength, strength_model, offset, function,
+                         intermediate_dtype=torch.float32, original_weight=None):
+        self.weights[0].apply_(weight, strength)
+        return weight
+
+
 def unfused_deck_reference(pack, model, entries):
-    """Our own per-entry patches, unfused: one DeckPatch per module per entry, applied in stack order."""
+    """Our own per-entry patches, unfused: one OnePatch per module per entry, applied in stack order."""
     reference = model.clone()
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {})
     for path, strength in entries:
         loaded = pack.loader.cache.read_lora(path)
         patches = {}
         for module_key, adapter in loaded.adapters.items():
-            _, host_key = pack.nodes.patching._host_key(module_key, unet_map, {})
+            _, host_key = pack.loader.plan.host_key(module_key, unet_map, {})
             if host_key is not None:
-                patches[host_key] = pack.nodes.patching.DeckPatch({module_key}, [adapter])
+                patches[host_key] = OnePatch({module_key}, [adapter])
         reference.add_patches(patches, strength)
     return reference
 
