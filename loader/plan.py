@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -214,6 +215,8 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
     if offset is not None:  # (dim, start, length): a slice of a fused weight
         dim, _, length = offset
         shape = (*shape[:dim], length, *shape[dim + 1:])
+    if _plain_lora_fits(adapter, shape):  # the common case, told by arithmetic alone
+        return ""
     meta = torch.device("meta")
     try:
         adapter.on(meta).delta(torch.empty(shape, device=meta))
@@ -225,6 +228,17 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return f"its change does not fit the model's weight {list(shape)} ({reason})"
     return ""
+
+
+def _plain_lora_fits(adapter, shape: tuple[int, ...]) -> bool:
+    """True when a plain LoRA's up @ down product reshapes to `shape` (what its change computes)."""
+    if not isinstance(adapter, adapters.LoRA) or adapter.mid is not None or adapter.is_dora:
+        return False
+    up, down = adapter.up.shape, adapter.down.shape
+    if not up or not down:
+        return False
+    rank_up = math.prod(up[1:])
+    return rank_up == down[0] and up[0] * math.prod(down[1:]) == math.prod(shape)
 
 
 def _bias_key(key):

@@ -104,15 +104,16 @@ def apply_stack(model, clip, entries: list[StackEntry],
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
     architecture = architecture_of(model) if model is not None else None
+    shapes = {"model": _shapes(model.model if model is not None else None),
+              "clip": _shapes(clip.cond_stage_model if clip is not None else None)}
     facts = ModelFacts(
         unet_map=comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {},
         clip_map=comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {},
-        shapes={"model": _shapes(model.model if model is not None else None),
-                "clip": _shapes(clip.cond_stage_model if clip is not None else None)},
+        shapes=shapes,
         has_clip=clip is not None,
         mismatch_note=lambda base: _mismatch_note(base, architecture),
     )
-    block_map = block_map_of(model, clip)
+    block_map = BlockMap.from_keys(architecture or "unknown", shapes["model"], shapes["clip"])
     reports = []
     patches = StackPatches()
     contributed: list[dict[str, set]] = []
@@ -147,11 +148,10 @@ def apply_stack(model, clip, entries: list[StackEntry],
 
 def block_map_of(model, clip) -> BlockMap:
     """The block ids of the live model and text encoder, for block-weight specs."""
-    return BlockMap.from_keys(
-        architecture_of(model) if model is not None else "unknown",
-        model.model.state_dict() if model is not None else [],  # shapes let q/k/v/mlp row slices be told apart
-        list(clip.cond_stage_model.state_dict()) if clip is not None else [],
-    )
+    # Shapes, not just keys, let the q/k/v/mlp row slices of fused weights be told apart.
+    return BlockMap.from_keys(architecture_of(model) if model is not None else "unknown",
+                              _shapes(model.model if model is not None else None),
+                              _shapes(clip.cond_stage_model if clip is not None else None))
 
 
 def _load(lora_name: str):
