@@ -74,6 +74,15 @@ def changed(patcher) -> dict[str, torch.Tensor]:
             for key, patches in patcher.patches.items() if patches}
 
 
+def peft_file(path, trained, prefix: str, host_model):
+    """A PEFT LoRA file of `trained` with its keys under `prefix`, and the host's own delta of it."""
+    from safetensors.torch import save_file
+
+    save_file({f"{prefix}.{k}": v for k, v in producers.peft_state_dict(trained).items()}, str(path))
+    model_delta, _ = host_delta(host_model, None, str(path))
+    return str(path), model_delta
+
+
 def host_delta(model, clip, path):
     lora = comfy.utils.load_torch_file(path, safe_load=True)
     new_model, new_clip = comfy.sd.load_lora_for_models(model, clip, lora, 1.0, 1.0)
@@ -264,7 +273,6 @@ def flux():
 @pytest.fixture(scope="module")
 def flux_file(loras_dir, pack, flux):
     from diffusers import FluxTransformer2DModel
-    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=3,
@@ -272,11 +280,7 @@ def flux_file(loras_dir, pack, flux):
                                    pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 6, 6)).eval()
     trained = producers.attach_lora(model, ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "to_out.0",
                                             "proj_mlp", "proj_out", "ff.net.2"], rank=4, alpha=4, seed=23)
-    state = {f"transformer.{k}": v for k, v in producers.peft_state_dict(trained).items()}
-    path = str(loras_dir / "blocks_flux.safetensors")
-    save_file(state, path)
-    model_delta, _ = host_delta(flux, None, path)
-    return path, model_delta
+    return peft_file(loras_dir / "blocks_flux.safetensors", trained, "transformer", flux)
 
 
 def test_flux_named_and_fused_elements(flux_file, flux):
@@ -313,7 +317,6 @@ def qwen():
 @pytest.fixture(scope="module")
 def qwen_file(loras_dir, pack, qwen):
     from diffusers import QwenImageTransformer2DModel
-    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     model = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=3,
@@ -321,11 +324,7 @@ def qwen_file(loras_dir, pack, qwen):
                                         axes_dims_rope=(4, 6, 6)).eval()
     trained = producers.attach_lora(model, ["to_q", "to_k", "add_q_proj", "img_mlp.net.2", "txt_mlp.net.2",
                                             "proj_out"], rank=4, alpha=2, seed=24)
-    state = {f"transformer.{k}": v for k, v in producers.peft_state_dict(trained).items()}
-    path = str(loras_dir / "blocks_qwen.safetensors")
-    save_file(state, path)
-    model_delta, _ = host_delta(qwen, None, path)
-    return path, model_delta
+    return peft_file(loras_dir / "blocks_qwen.safetensors", trained, "transformer", qwen)
 
 
 def test_qwen_image_ranges_globs_not_and_elements(qwen_file, qwen):
@@ -505,7 +504,6 @@ def sd3():
 @pytest.fixture(scope="module")
 def sd3_file(loras_dir, pack, sd3):
     from diffusers import SD3Transformer2DModel
-    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     model = SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64,
@@ -513,11 +511,7 @@ def sd3_file(loras_dir, pack, sd3):
                                   pooled_projection_dim=32, out_channels=16, pos_embed_max_size=8).eval()
     trained = producers.attach_lora(model, ["to_q", "to_v", "add_q_proj", "add_v_proj", "to_out.0", "ff.net.2"],
                                     rank=4, alpha=4, seed=25)
-    state = {f"transformer.{k}": v for k, v in producers.peft_state_dict(trained).items()}
-    path = str(loras_dir / "blocks_sd3.safetensors")
-    save_file(state, path)
-    model_delta, _ = host_delta(sd3, None, path)
-    return path, model_delta
+    return peft_file(loras_dir / "blocks_sd3.safetensors", trained, "transformer", sd3)
 
 
 def test_sd3_joint_blocks_streams_and_fused_rows(sd3_file, sd3):
@@ -550,16 +544,11 @@ def wan():
 def wan_file(loras_dir, pack, wan):
     import copy
 
-    from safetensors.torch import save_file
 
     module = copy.deepcopy(wan.model.diffusion_model)
     trained = producers.attach_lora(module, ["self_attn.q", "cross_attn.k", "ffn.0", "ffn.2", "head.head",
                                              "text_embedding.0"], rank=4, alpha=4, seed=26)
-    state = {f"diffusion_model.{k}": v for k, v in producers.peft_state_dict(trained).items()}
-    path = str(loras_dir / "blocks_wan.safetensors")
-    save_file(state, path)
-    model_delta, _ = host_delta(wan, None, path)
-    return path, model_delta
+    return peft_file(loras_dir / "blocks_wan.safetensors", trained, "diffusion_model", wan)
 
 
 def test_wan_blocks_groups_and_replacing_elements(wan_file, wan):
