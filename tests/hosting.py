@@ -252,21 +252,27 @@ class Executor:
             self.server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
         self.runs = 0
 
-    def run(self, prompt: dict) -> dict:
-        """Validate and execute an API-format prompt; return the history outputs or raise with the host's errors."""
+    def outcome(self, prompt: dict) -> tuple[str, object]:
+        """("ok", outputs), ("invalid", {node id: [error, …]}) or ("failed", the host's execution_error message)."""
         import execution
 
         self.runs += 1
         prompt_id = f"test-{self.runs}"
         valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:
-            raise PromptFailed(f"invalid prompt: {valid[1]} {valid[3]}")
+            return "invalid", {node: info["errors"] for node, info in valid[3].items()} or {"prompt": [valid[1]]}
         self.server.messages.clear()
         self.executor.execute(prompt, prompt_id, extra_data={"client_id": "tests"}, execute_outputs=valid[2])
         if not self.executor.success:
-            errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
-            raise PromptFailed(f"execution failed: {errors}")
-        return self.executor.history_result["outputs"]
+            return "failed", next(data for event, data in self.executor.status_messages if event == "execution_error")
+        return "ok", self.executor.history_result["outputs"]
+
+    def run(self, prompt: dict) -> dict:
+        """Validate and execute an API-format prompt; return the history outputs or raise with the host's errors."""
+        status, result = self.outcome(prompt)
+        if status != "ok":
+            raise PromptFailed(f"{status} prompt: {result}")
+        return result
 
     def executed_nodes(self) -> list[str]:
         return [data["node"] for event, data in self.server.messages if event == "executing" and data.get("node")]

@@ -9,14 +9,11 @@ good prompt: the process and its executor keep working.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import os
 import re
 import time
 
-import execution
 import hostile_corpus as corpus
 import hosting
 import pytest
@@ -25,7 +22,6 @@ from safetensors.torch import save
 
 import nodes
 
-_ids = itertools.count()
 MODELS: dict[str, object] = {}
 
 
@@ -84,17 +80,8 @@ class Host:
 
     def run(self, prompt: dict) -> tuple[str, object]:
         """("ok", outputs), ("invalid", {node id: [error, …]}) or ("failed", the host's execution_error message)."""
-        prompt_id = f"hostile-{next(_ids)}"
         # As it travels: JSON text (NaN, Infinity and -Infinity literals included), read as the server reads it.
-        prompt = json.loads(json.dumps(prompt))
-        valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-        if not valid[0]:
-            return "invalid", {node: info["errors"] for node, info in valid[3].items()} or {"prompt": [valid[1]]}
-        self.executor.executor.execute(prompt, prompt_id, extra_data={"client_id": "tests"}, execute_outputs=valid[2])
-        if self.executor.executor.success:
-            return "ok", self.executor.executor.history_result["outputs"]
-        errors = [data for event, data in self.executor.executor.status_messages if event == "execution_error"]
-        return "failed", errors[0]
+        return self.executor.outcome(json.loads(json.dumps(prompt)))
 
     def still_works(self):
         status, outputs = self.run(loader_prompt("hostile/good.safetensors", strength=0.5))
