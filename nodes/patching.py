@@ -104,8 +104,7 @@ def apply_stack(model, clip, entries: list[StackEntry],
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
     architecture = architecture_of(model) if model is not None else None
-    shapes = {"model": _shapes(model.model if model is not None else None),
-              "clip": _shapes(clip.cond_stage_model if clip is not None else None)}
+    shapes = shapes_of(model, clip)
     facts = ModelFacts(
         unet_map=comfy.lora.model_lora_keys_unet(model.model, {}) if model is not None else {},
         clip_map=comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {}) if clip is not None else {},
@@ -113,7 +112,7 @@ def apply_stack(model, clip, entries: list[StackEntry],
         has_clip=clip is not None,
         mismatch_note=lambda base: _mismatch_note(base, architecture),
     )
-    block_map = BlockMap.from_keys(architecture or "unknown", shapes["model"], shapes["clip"])
+    block_map = block_map_of(model, clip, shapes)
     reports = []
     patches = StackPatches()
     contributed: list[dict[str, set]] = []
@@ -146,12 +145,18 @@ def apply_stack(model, clip, entries: list[StackEntry],
     return new_model, new_clip, reports
 
 
-def block_map_of(model, clip) -> BlockMap:
+def shapes_of(model, clip) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Every weight's shape, per target ("model", "clip")."""
+    return {"model": _shapes(model.model if model is not None else None),
+            "clip": _shapes(clip.cond_stage_model if clip is not None else None)}
+
+
+def block_map_of(model, clip, shapes: dict | None = None) -> BlockMap:
     """The block ids of the live model and text encoder, for block-weight specs."""
     # Shapes, not just keys, let the q/k/v/mlp row slices of fused weights be told apart.
+    shapes = shapes or shapes_of(model, clip)
     return BlockMap.from_keys(architecture_of(model) if model is not None else "unknown",
-                              _shapes(model.model if model is not None else None),
-                              _shapes(clip.cond_stage_model if clip is not None else None))
+                              shapes["model"], shapes["clip"])
 
 
 def _load(lora_name: str):
