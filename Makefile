@@ -43,15 +43,16 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
 	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
+# -rs lists every skip; one that tests/allowed_skips.txt does not list fails the run (tests/skip_guard.py).
 test: setup browser
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 test-browser: setup browser
-	$(PY) -m pytest -q tests/browser
+	$(PY) -m pytest -q -rs tests/browser
 
 test-unit: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -rs tests/unit
 
 demo: setup
 	$(PY) scripts/demo.py
@@ -64,7 +65,7 @@ lint: setup
 
 # The long fuzz run: 50 000 random cases per property instead of CI's 1 000 derandomised ones.
 fuzz: setup
-	LORADECK_FUZZ=long $(PY) -m pytest -q --hypothesis-show-statistics -k fuzz tests/unit
+	LORADECK_FUZZ=long $(PY) -m pytest -q -rs --hypothesis-show-statistics -k fuzz tests/unit
 
 bench: setup
 	$(PY) scripts/bench.py

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright import sync_api  # a dev extra; like Chromium, never skipped when missing: `make test` installs both
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -34,10 +35,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 USER_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": True,
                  "Comfy.Release.Version": "99.0.0", "Comfy.Release.Status": "skipped",
                  "Comfy.Workflow.ShowMissingModelsWarning": False, "Comfy.Minimap.Visible": False}
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra: make setup")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium", allow_module_level=True)
 
 
 def _free_port() -> int:
@@ -74,7 +71,7 @@ class Server:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     if not (COMFYUI_PATH / "main.py").is_file():
-        pytest.skip(f"no ComfyUI at {COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH")
+        pytest.fail(f"no ComfyUI at {COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH")
     root = tmp_path_factory.mktemp("comfy")
     base = root / "base"
     loras = base / "models" / "loras"
@@ -127,6 +124,8 @@ def server(tmp_path_factory):
 def browser():
     # Module scope: Playwright's sync API keeps an event loop running while it is open, and tests that
     # follow in the same process (the in-process host's) call asyncio.run().
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium (or set LORADECK_CHROMIUM)")
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import keysets
 import pytest
@@ -154,7 +155,27 @@ def test_presets_file_round_trip(tmp_path):
     presets.save(path, "NEW", "OUT*=0")
     text = path.read_text()
     assert "# comment line" in text and "KEEP:M00=0.5" in text and text.endswith("NEW:OUT*=0\n")
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".presets-")]  # no temp file left
+    assert os.listdir(tmp_path) == ["lbwpresets.txt"]  # no `.lbwpresets.txt.*.tmp` (loader/atomic.py) left
+
+
+def test_saving_a_preset_replaces_the_file_in_one_step(tmp_path, monkeypatch):
+    path = tmp_path / "lbwpresets.txt"
+    path.write_text("KEEP:M00=1\n")
+    before = path.stat().st_ino
+    presets.save(path, "NEW", "OUT*=0")
+    assert path.stat().st_ino != before  # a new file renamed over the old one, not the old one rewritten
+    written = []
+
+    def failing_replace(source, target):  # the last step of an atomic write fails (disk full, power cut)
+        written.append(Path(source).read_text())
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space left"):
+        presets.save(path, "LATER", "IN04=0")
+    assert written == ["KEEP:M00=1\nNEW:OUT*=0\nLATER:IN04=0\n"]  # the new contents went to the temporary
+    assert path.read_text() == "KEEP:M00=1\nNEW:OUT*=0\n"  # the user's file is whole and unchanged
+    assert os.listdir(tmp_path) == ["lbwpresets.txt"]
 
 
 def test_presets_file_errors(tmp_path):

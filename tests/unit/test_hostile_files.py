@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
+import traceback
 import tracemalloc
 import zipfile
 
@@ -17,6 +20,8 @@ import torch
 from safetensors.torch import save
 
 from loader import cache, files
+
+NOBODY = 65534
 
 
 def read(path) -> cache.LoadedLora:
@@ -54,13 +59,56 @@ def test_missing_file(tmp_path):
     assert_refused(tmp_path / "gone.safetensors", r"does not exist \(moved or deleted\?\)")
 
 
-def test_unreadable_file(tmp_path):
-    path = tmp_path / "locked.safetensors"
-    path.write_bytes(corpus.good_bytes())
-    path.chmod(0)
-    if os.access(path, os.R_OK):
-        pytest.skip("running as a user who can read anything (root)")
-    assert_refused(path, r"cannot be read \(Permission denied\)")
+def test_unreadable_file():
+    """A file the process may see but not open (mode 000). Root reads anything, so the check runs in a
+    forked child that first drops to `nobody` when the tests run as root (as CI does)."""
+    folder = tempfile.mkdtemp(prefix="loradeck-locked-")  # under the temp root: `nobody` can reach it
+    try:
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "locked.safetensors")
+        with open(path, "wb") as f:
+            f.write(corpus.good_bytes())
+        os.chmod(path, 0)
+
+        def check():
+            os.stat(path)  # the file is there: what fails is opening it, not finding it
+            assert not os.access(path, os.R_OK), "the child can still read the file"
+            assert_refused(path, r"cannot be read \(Permission denied\)")
+
+        failure = in_child_without_privileges(check)
+        assert failure == "", failure
+    finally:
+        shutil.rmtree(folder)
+
+
+def in_child_without_privileges(check) -> str:
+    """Runs check() in a forked child, as `nobody` when we are root: "" when it passed, else why it failed."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            check()
+            status = 0
+        except BaseException:
+            os.write(write_end, traceback.format_exc().encode()[-4000:])
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        why = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    return "" if os.waitstatus_to_exitcode(status) == 0 else why or f"the child exited with {status}"
+
+
+def test_file_inside_a_file_named_like_a_folder(tmp_path):
+    (tmp_path / "styles.safetensors").write_bytes(corpus.good_bytes())
+    assert_refused(tmp_path / "styles.safetensors" / "ink.safetensors", r"cannot be read \(Not a directory\)")
 
 
 def test_good_file_loads(tmp_path):

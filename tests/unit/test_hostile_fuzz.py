@@ -8,29 +8,34 @@ runs 50 000 random ones. Properties:
 - a file that reads is understood (layout, adapters) or refused with LoraFileError;
 - names either normalise to a relative path without parent steps, or raise LoraNameError;
 - rows either parse to finite, in-range strengths, or raise StackError.
+Each property also runs on a valid input (@example), so its accepting side is checked every time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
+import math
 import os
+import re
 import struct
 import tempfile
+import time
 
 import hostile_corpus as corpus
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 
-from loader import cache, files, names, stack
+from loader import cache, files, names, plan, stack
 
 _folder = tempfile.mkdtemp(prefix="loradeck-fuzz-")
 _counter = itertools.count()
+MAX_SECONDS = 5.0  # per case; the files are at most a few hundred bytes (a header may claim far more)
+SMALL_VALID = __import__("safetensors.torch").torch.save({"w": torch.arange(6, dtype=torch.float16).reshape(2, 3)})
 
 
 def _write(data: bytes, suffix: str = ".safetensors") -> str:
@@ -43,12 +48,16 @@ def _write(data: bytes, suffix: str = ".safetensors") -> str:
 def _read_everything(data: bytes) -> dict[str, torch.Tensor] | None:
     """The tensors when the file is accepted, None when it is refused with LoraFileError."""
     path = _write(data)
+    started = time.perf_counter()
     try:
         header = files.read_header(path)
         tensors = files.read_tensors(header)
     except files.LoraFileError as e:
         assert str(e).startswith(os.path.basename(path) + ": ")
         return None
+    finally:
+        assert time.perf_counter() - started < MAX_SECONDS
+    assert set(tensors) == set(header.tensors)
     for name, info in header.tensors.items():
         assert tuple(tensors[name].shape) == info.shape
         assert tensors[name].dtype == files.DTYPES[info.dtype]
@@ -74,16 +83,22 @@ METADATA = st.dictionaries(st.text(max_size=8), st.text(max_size=8) | JSON, max_
 
 
 @given(st.binary(max_size=300))
+@example(SMALL_VALID)
 def test_fuzz_raw_bytes(data):
-    _read_everything(data)
+    tensors = _read_everything(data)
+    if data == SMALL_VALID:
+        assert tensors is not None and tensors["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
 @given(HEADER, st.none() | METADATA, st.binary(max_size=200),
        st.none() | st.integers(min_value=0, max_value=2**64 - 1))
+@example({"a": {"dtype": "I8", "shape": [2, 2], "data_offsets": [0, 4]}}, {"k": "v"}, b"\x01\x02\x03\xff", None)
 def test_fuzz_structured_headers(header, metadata, data, lying_length):
     if metadata is not None and isinstance(header, dict):
         header = {"__metadata__": metadata, **header}
-    _read_everything(corpus.safetensors_bytes(header, data, header_len=lying_length))
+    tensors = _read_everything(corpus.safetensors_bytes(header, data, header_len=lying_length))
+    if header == {"__metadata__": {"k": "v"}, "a": {"dtype": "I8", "shape": [2, 2], "data_offsets": [0, 4]}}:
+        assert tensors is not None and tensors["a"].tolist() == [[1, 2], [3, -1]]
 
 
 _VALID = [corpus.good_bytes(), corpus.good_bytes(rank=1, seed=3),
@@ -112,11 +127,14 @@ def mutated(draw):
 
 
 @given(mutated())
+@example(_VALID[0])
+@example(_VALID[2])
 def test_fuzz_mutated_files_agree_with_safetensors(data):
     ours = _read_everything(data)
     try:
         theirs = safetensors_load(data)
     except (SafetensorError, Exception):  # safetensors raises several types; any refusal is fine here
+        assert data not in _VALID
         return
     assert ours is not None, "safetensors reads this file but we refuse it"
     assert set(ours) == set(theirs)
@@ -148,6 +166,7 @@ def lora_like(draw):
 
 
 @given(lora_like(), st.booleans())
+@example(corpus.good_bytes(), False)
 def test_fuzz_lora_shaped_files_are_understood_or_refused(data, allow_nonfinite):
     path = _write(data)
     previous = os.environ.pop(files.ALLOW_NONFINITE_ENV, None)
@@ -155,16 +174,20 @@ def test_fuzz_lora_shaped_files_are_understood_or_refused(data, allow_nonfinite)
         os.environ[files.ALLOW_NONFINITE_ENV] = "1"
     try:
         loaded = cache.LoraCache().load(path)
+        layout = loaded.layout
+        # Understood: every tensor belongs to a module or is listed as unused (never silently dropped).
+        parts = [name for module in layout.modules.values() for name in module.parts.values()]
+        assert sorted([*parts, *layout.unused]) == sorted(loaded.header.tensors)
         for adapter in loaded.adapters.values():
-            if not hasattr(adapter, "on"):  # a bias change: added as it is
-                continue
-            # What the nodes do before registering a patch: the change computed on the meta device (shapes
-            # only) for the weight it targets; a misfit may raise only what nodes/patching.py reports.
+            # What planning does before a patch is registered (loader/plan.py): the change is computed on the
+            # meta device for the weight it targets; a misfit is a reason in words, never an exception.
             for shape in [(4, 4), (5, 3, 3, 3), (8,)]:
-                with contextlib.suppress(RuntimeError, ValueError, IndexError, NotImplementedError):
-                    adapter.on(torch.device("meta")).delta(torch.empty(shape, device="meta"))
+                assert isinstance(plan._misfit(adapter, shape, None), str)
+        if data == corpus.good_bytes():
+            assert list(loaded.adapters) == [corpus.SD15_MODULE] and layout.problem() is None
     except files.LoraFileError as e:
         assert str(e).startswith(os.path.basename(path) + ": ")
+        assert data != corpus.good_bytes(), e
     finally:
         os.environ.pop(files.ALLOW_NONFINITE_ENV, None)
         if previous is not None:
@@ -176,11 +199,16 @@ NAME_TEXT = st.lists(NAME_PIECES, max_size=12).map("".join) | st.text()
 
 
 @given(NAME_TEXT)
+@example("a/b\\a")
 def test_fuzz_names_never_leave_the_folder(name):
+    plain = re.fullmatch(r"[ab]+([/\\][ab]+)*", name)  # an ordinary relative name: it must be kept
     try:
         relative = names.normalise(name)
-    except names.LoraNameError:
+    except names.LoraNameError as e:
+        assert not plain, f"{name!r} refused: {e}"
         return
+    if plain:
+        assert relative == name.replace("\\", "/")
     assert relative and "\x00" not in relative
     parts = relative.split("/")
     assert ".." not in parts and "" not in parts and "\\" not in relative
@@ -195,7 +223,9 @@ ROW = st.fixed_dictionaries({}, optional={"on": ROW_VALUE, "lora": ROW_VALUE, "s
 
 
 @given(st.lists(ROW, max_size=5) | JSON, st.booleans())
+@example([{"on": False, "lora": "a.safetensors", "strength": -2.5, "clip_strength": 0.5, "blocks": "IN04=0"}], True)
 def test_fuzz_rows_parse_or_are_refused(value, as_text):
+    given_rows = value
     if as_text:
         try:
             value = json.dumps(value)
@@ -204,15 +234,20 @@ def test_fuzz_rows_parse_or_are_refused(value, as_text):
     try:
         rows = stack.rows_from_value(value)
     except stack.StackError:
+        assert given_rows != [{"on": False, "lora": "a.safetensors", "strength": -2.5, "clip_strength": 0.5,
+                               "blocks": "IN04=0"}]
         return
     for row in rows:
         entry = row.entry()
-        assert all(abs(s) <= stack.MAX_STRENGTH for s in (entry.strength_model, entry.strength_clip))
+        strengths = (entry.strength_model, entry.strength_clip)
+        assert all(math.isfinite(s) and abs(s) <= stack.MAX_STRENGTH for s in strengths), strengths
         assert isinstance(row.on, bool) and isinstance(row.lora, str) and isinstance(row.blocks, str)
-
-
-def test_fuzz_folder_is_private():
-    assert os.path.isdir(_folder)
+    if isinstance(given_rows, list):  # each row keeps the strength it was given
+        assert len(rows) == len(given_rows)
+        for row, item in zip(rows, given_rows, strict=True):
+            strength = item.get("strength", 1.0)
+            if isinstance(strength, (int, float)) and not isinstance(strength, bool):
+                assert row.strength == strength
 
 
 @pytest.fixture(scope="module", autouse=True)
