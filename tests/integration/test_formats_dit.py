@@ -275,38 +275,6 @@ def test_flux_xlabs(flux, flux_xlabs):
     assert "xlabs" in report and "base flux" in report
 
 
-def test_flux_kohya_split_qkv(loras_dir, flux):
-    """sd-scripts' lora_flux with split_qkv, written as its state_dict() does: q, k, v (and linear1's mlp) each
-    a rank-r LoRA at scale alpha/r in training, saved fused with stacked downs, a block-diagonal up and the same
-    alpha. The reference is the training forward, cat(up_i @ down_i) · alpha / r (the host and sd-scripts'
-    own loader divide by 3r)."""
-    g = torch.Generator().manual_seed(84)
-    hidden, rank, alpha = 64, 2, 1.0
-    tensors, reference = {}, {}
-    for name, target, splits in (
-            ("lora_unet_double_blocks_0_img_attn_qkv", "double_blocks.0.img_attn.qkv", [hidden] * 3),
-            ("lora_unet_single_blocks_1_linear1", "single_blocks.1.linear1", [hidden] * 3 + [4 * hidden])):
-        downs = [torch.randn(rank, hidden, generator=g) * 0.1 for _ in splits]
-        ups = [torch.randn(rows, rank, generator=g) * 0.1 for rows in splits]
-        up = torch.zeros(sum(splits), rank * len(splits))
-        start = 0
-        for j, (rows, part) in enumerate(zip(splits, ups, strict=True)):
-            up[start:start + rows, j * rank:(j + 1) * rank] = part
-            start += rows
-        tensors.update({f"{name}.lora_down.weight": torch.cat(downs), f"{name}.lora_up.weight": up,
-                        f"{name}.alpha": torch.tensor(alpha)})
-        reference[f"diffusion_model.{target}.weight"] = torch.cat(
-            [u @ d for u, d in zip(ups, downs, strict=True)]) * alpha / rank
-    tensors["lora_unet_double_blocks_1_txt_attn_qkv.lora_down.weight"] = torch.randn(6, hidden, generator=g) * 0.1
-    tensors["lora_unet_double_blocks_1_txt_attn_qkv.lora_up.weight"] = torch.randn(3 * hidden, 6, generator=g) * 0.1
-    tensors["lora_unet_double_blocks_1_txt_attn_qkv.alpha"] = torch.tensor(alpha)  # dense: an ordinary rank-6 LoRA
-    reference["diffusion_model.double_blocks.1.txt_attn.qkv.weight"] = (
-        tensors["lora_unet_double_blocks_1_txt_attn_qkv.lora_up.weight"]
-        @ tensors["lora_unet_double_blocks_1_txt_attn_qkv.lora_down.weight"]) * alpha / 6
-    save_file(tensors, str(loras_dir / "flux_kohya_split_qkv.safetensors"))
-    check(flux, None, "flux_kohya_split_qkv.safetensors", lambda s: {k: s * v for k, v in reference.items()})
-
-
 @pytest.fixture(scope="module")
 def flux_clip(pack):
     return hosting.mini_clip_flux(seed=3)
