@@ -52,6 +52,17 @@ NORM_LAYERS = ["down_blocks.1.attentions.0.transformer_blocks.0.norm1", "down_bl
 # and leaves the weight unchanged), BOFT and norms (not checked).
 HOST_AGREES = {"locon", "locon_tucker", "dora_in", "loha", "loha_tucker", "lokr", "lokr_both", "lokr_full",
                "glora", "glora_tucker", "full"}
+# What the report says where the host does otherwise (at strengths 0.8 and −0.5): every such variant has a note
+# and a host result that differs from ours; HOST_AGREES variants have none.
+DORA_NOTE, OFT_STRENGTH = "DoRA modules normalised by ‖W + ΔW‖", "OFT modules at a strength other than 1"
+CORE_NOTES = {
+    "dora_out": [DORA_NOTE], "loha_dora": [DORA_NOTE], "lokr_tucker": ["LoKr Tucker convolutions applied"],
+    "ia3": ["IA³ modules applied"], "ia3_input": ["IA³ modules applied"],
+    "diag_oft": [OFT_STRENGTH, "clamped to alpha · out_features"],
+    "diag_oft_rescaled": [OFT_STRENGTH, "OFT modules with rescale applied"],
+    "boft": ["BOFT modules at a strength other than 1"],
+    "boft_rescaled": ["BOFT modules at a strength other than 1", "clamped to alpha · out_features"],
+}
 
 
 def node(name):
@@ -160,11 +171,16 @@ def test_every_lycoris_algorithm_equals_the_producer(lycoris_files, sd15, varian
         ours = changed(model)
         assert worst_relative_error(ours, on_host(refs[strength], sd15)) <= TOLERANCE, (variant, strength)
         assert "matched nothing" not in report and "lycoris" in report
+        notes = [line.split(": ", 1)[1] for line in report.splitlines() if "unlike ComfyUI core:" in line]
+        expected = CORE_NOTES.get(variant, [])
+        assert len(notes) == len(expected) and all(e in n for e, n in zip(expected, notes, strict=True)), notes
+        host_model, _ = host_apply(sd15, None, path, strength)
+        host = changed(host_model)
         if variant in HOST_AGREES:
-            host_model, _ = host_apply(sd15, None, path, strength)
-            host = changed(host_model)
             assert set(host) == set(ours), (variant, "the host misses", sorted(set(ours) - set(host)))
             assert worst_relative_error(ours, host) <= TOLERANCE, (variant, strength, "host")
+        elif expected:  # the note is true: the host's result is another (a weight it leaves out changes by 0)
+            assert worst_relative_error({k: host.get(k, 0 * v) for k, v in ours.items()}, ours) > 1e-3
 
 
 def test_host_divides_dora_by_the_base_norm_and_we_do_not(lycoris_files, sd15):
@@ -228,6 +244,7 @@ def test_lycoris_kohya_wrapper_with_text_encoder(kohya_wrapper_files, sd15, sd15
         ours = {**changed(model), **changed(clip.patcher)}
         assert worst_relative_error(ours, reference) <= TOLERANCE, (variant, strength)
         assert "kohya" in report and "matched nothing" not in report
+        assert ("unlike ComfyUI core" in report) == (variant in CORE_NOTES), report
 
 
 # --- PEFT / diffusers --------------------------------------------------------------------------------------
@@ -253,6 +270,9 @@ def test_peft_dora_equals_the_producer(peft_dora, sd15, sd15_clip, strength):
     ours = {**changed(model), **changed(clip.patcher)}
     assert worst_relative_error(ours, on_host(deltas, sd15, strength)) <= TOLERANCE
     assert "lora+dora" in report
+    # The host drops the magnitudes and ignores lora_alpha (8 at rank 4 here; 4 at rank 2 for the text encoder).
+    assert "unlike ComfyUI core: 142 PEFT DoRA magnitudes applied; ComfyUI core drops them" in report
+    assert "unlike ComfyUI core: 142 modules applied with the lora_alpha from the file's PEFT metadata" in report
 
 
 def test_renamed_spellings_of_the_same_file(loras_dir, lycoris_files, kohya_wrapper_files, peft_dora, sd15,
@@ -347,6 +367,7 @@ def test_old_diffusers_mixed_names(loras_dir, sd15, sd15_clip):
     scale = {k: (-0.5 if k.startswith("clip_l.") else 0.8) for k in reference}
     assert worst_relative_error(ours, {k: scale[k] * d for k, d in reference.items()}) <= TOLERANCE
     assert report.startswith("diffusers_old.safetensors: diffusers-old")
+    assert "unlike ComfyUI core" not in report  # lora_alpha = r: scale 1, as the host reads it
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])

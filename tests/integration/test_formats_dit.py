@@ -128,7 +128,8 @@ def flux_peft(loras_dir, flux, flux_names):
 
 def test_flux_diffusers_split_qkv_onto_fused_weights(flux, flux_peft):
     """The host maps these keys but ignores the PEFT alpha in the metadata: its change is exactly half of ours."""
-    check(flux, None, "flux_diffusers.safetensors", flux_peft, host_equal=2.0)
+    report = check(flux, None, "flux_diffusers.safetensors", flux_peft, host_equal=2.0)
+    assert "modules applied with the lora_alpha from the file's PEFT metadata; ComfyUI core ignores it" in report
 
 
 def flux_diffusers_like(host):
@@ -166,7 +167,8 @@ def test_flux_peft_wrapper_prefix(flux, flux_peft):
 
 
 def test_flux_onetrainer(flux, flux_peft):
-    check(flux, None, "flux_onetrainer.safetensors", flux_peft, host_equal=1.0)
+    report = check(flux, None, "flux_onetrainer.safetensors", flux_peft, host_equal=1.0)
+    assert "unlike ComfyUI core" not in report  # the same change with alpha tensors: the host agrees
 
 
 @pytest.fixture(scope="module")
