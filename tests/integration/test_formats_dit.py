@@ -151,8 +151,9 @@ def flux_diffusers_like(host):
     return model
 
 
-def test_flux_peft_dora_on_fused_rows(loras_dir, flux, flux_names):
-    """PEFT DoRA on diffusers' split q/k/v: each split's row norms are rows of the host's fused weight."""
+def test_flux_peft_dora_on_fused_rows_pack_convention(loras_dir, flux, flux_names):
+    """PEFT DoRA on diffusers' split q/k/v: each split's row norms are rows of the host's fused weight.
+    Reference at s: s × PEFT's change at 1 (the pack's DoRA strength convention)."""
     trained = producers.attach_lora(flux_diffusers_like(flux), ["to_q", "to_k", "add_v_proj", "proj_mlp", "ff.net.2"],
                                     rank=4, alpha=8, seed=86, use_dora=True)
     producers.save_peft(str(loras_dir / "flux_peft_dora.safetensors"), "FluxPipeline", transformer=trained)
@@ -194,7 +195,7 @@ def flux_kohya(loras_dir, pack, tmp_path_factory):
     return make
 
 
-@pytest.mark.parametrize("variant", ["locon", "lokr", "dora_out"])
+@pytest.mark.parametrize("variant", ["locon", "lokr", pytest.param("dora_out", id="dora_out-pack_convention")])
 def test_flux_kohya(flux, flux_kohya, variant):
     path, refs = flux_kohya(variant)
     assert any(k.startswith("lora_unet_double_blocks_0_img_attn_qkv.") for k in load_file(path))
@@ -282,9 +283,10 @@ def flux_clip(pack):
     return hosting.mini_clip_flux(seed=3)
 
 
-def test_flux_text_encoders_clip_l_and_t5(loras_dir, flux, flux_clip, tmp_path):
+def test_flux_text_encoders_clip_l_and_t5_pack_convention(loras_dir, flux, flux_clip, tmp_path):
     """lycoris.kohya on CLIP-L and T5 (host weights): `lora_te1_` and `lora_te2_` (OneTrainer's T5 prefix);
-    the same file renamed to sd-scripts' `lora_te3_` for T5."""
+    the same file renamed to sd-scripts' `lora_te3_` for T5. DoRA: reference at s is s × LyCORIS' change at 1
+    (the pack's strength convention)."""
     clip_l = producers.copy_weights_(producers.transformers_clip_text(), flux_clip.cond_stage_model.state_dict(),
                                      {k: "clip_l.transformer." + k for k, _ in
                                       producers.transformers_clip_text().named_parameters()})
