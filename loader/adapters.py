@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 
-from .formats import Module
+from . import split_qkv
+from .formats import Module, glora_old_layout
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -116,6 +116,8 @@ class LoRA(Adapter):
     up: torch.Tensor
     down: torch.Tensor
     mid: torch.Tensor | None = None
+    split_parts: int = 1  # separately trained LoRAs in this fused module (kohya Flux split_qkv), see split_qkv.py
+    trained_scale: bool = False  # scale is alpha / (rank / split_parts), the trained one, not core's alpha / rank
 
     kind = "lora"
 
@@ -185,13 +187,20 @@ class LoKr(Adapter):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class GLoRA(Adapter):
-    """GLoRA (LyCORIS): ΔW = scale · (b1 @ b2 + W @ a1 @ a2); b2 carries a conv kernel, or Tucker through bm."""
+    """GLoRA (LyCORIS): ΔW = alpha/r · (b1 @ b2 + W @ a1 @ a2); b2 carries a conv kernel, or Tucker through bm.
+
+    LyCORIS before its 2024 rewrite stored the factors the other way round (a1 [r, in], a2 [in, r], b1 [r, in],
+    b2 [out, r]): ΔW = alpha/r · (b2 @ b1 + W @ a2 @ a1), what the host calls `old_glora` and A1111 reads. The
+    layout is told from shapes as the host tells it (formats.glora_old_layout), with the weight's own shape
+    deciding when all four factors are square.
+    """
 
     a1: torch.Tensor
     a2: torch.Tensor
     b1: torch.Tensor
     b2: torch.Tensor
     bm: torch.Tensor | None = None
+    alpha: float = 0.0  # the file's alpha; 0: scale 1
 
     kind = "glora"
 
@@ -200,12 +209,17 @@ class GLoRA(Adapter):
         return True
 
     def change(self, weight: torch.Tensor) -> torch.Tensor:
-        b1, b2 = _f32(self.b1), _f32(self.b2)
-        wb = _tucker(b1, _f32(self.bm), b2) if self.bm is not None else _flat(b1) @ _flat(b2)
-        a1, a2 = _flat(_f32(self.a1)), _flat(_f32(self.a2))
+        shapes = [tuple(t.shape) for t in (self.a1, self.a2, self.b1, self.b2)]
+        old = self.bm is None and glora_old_layout(*shapes, tuple(weight.shape))
+        a1, a2, b1, b2 = (_flat(_f32(t)) for t in (self.a1, self.a2, self.b1, self.b2))
+        rank = a1.shape[0] if old else a2.shape[0]
+        scale = self.alpha / rank if self.alpha else 1.0
+        if old:
+            return scale * (b2 @ b1 + _flat(weight) @ a2 @ a1).reshape(weight.shape)
+        wb = _tucker(b1, _f32(self.bm), b2) if self.bm is not None else b1 @ b2
         wa = torch.einsum("oi...,ij->oj...", weight, a1)
         wa = torch.einsum("oj...,ji->oi...", wa, a2)
-        return self.scale * (wb.reshape(weight.shape) + wa)
+        return scale * (wb.reshape(weight.shape) + wa)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -346,35 +360,10 @@ def alpha_scale(module: Module, tensors: dict[str, torch.Tensor], rank: int) -> 
     return alpha / rank if alpha else 1.0
 
 
-# kohya's Flux `split_qkv` trains q, k, v (and linear1's mlp) as separate LoRAs of rank r each, then saves them
-# fused: lora_down stacked to 3r (4r) rows, lora_up block-diagonal, alpha unchanged. Trained scale: alpha / r.
-_KOHYA_FLUX_FUSED = re.compile(r"^lora_unet_(?:double_blocks_\d+_(?:img|txt)_attn_qkv|single_blocks_\d+_linear1)$")
-
-
-def split_qkv_parts(module: Module, up: torch.Tensor) -> int:
-    """How many separately trained LoRAs a kohya Flux fused module holds (1 unless its up is block-diagonal)."""
-    if not _KOHYA_FLUX_FUSED.match(module.key) or up.dim() != 2:
-        return 1
-    out, rank = up.shape
-    parts = 3 if module.key.endswith("qkv") else 4
-    if rank % parts or (parts == 3 and out % 3) or (parts == 4 and out % 7):
-        return 1
-    rows = [out // 3] * 3 if parts == 3 else [out // 7] * 3 + [4 * out // 7]
-    starts = [sum(rows[:i]) for i in range(parts)]
-    width = rank // parts
-    for i in range(parts):
-        for j in range(parts):
-            block = up[starts[i]:starts[i] + rows[i], j * width:(j + 1) * width]
-            if i != j and bool(block.any()):
-                return 1
-    return parts
-
-
 def lora_scale(module: Module, tensors: dict[str, torch.Tensor], peft_config: dict | None) -> float:
     """alpha / rank as the producer meant it (kohya: the alpha tensor; PEFT: its saved LoraConfig)."""
     rank = tensors[module.parts["down"]].shape[0]
     if "alpha" in module.parts:
-        rank //= split_qkv_parts(module, tensors[module.parts["up"]])
         return alpha_scale(module, tensors, rank)
     if not peft_config:
         return 1.0
@@ -403,14 +392,26 @@ def _bias_change(p: dict[str, torch.Tensor], lora_scale_: float = 1.0) -> torch.
     return total
 
 
-def build(module: Module, tensors: dict[str, torch.Tensor], peft_config: dict | None = None):
-    """The adapter of one module of a file (its kind was decided by formats.describe)."""
+def _lora(module: Module, tensors: dict[str, torch.Tensor], peft_config: dict | None, split_qkv_trained: bool):
+    p = {role: tensors[name] for role, name in module.parts.items()}
+    scale = lora_scale(module, tensors, peft_config)
+    parts = split_qkv.parts(module.key, p["up"]) if "alpha" in module.parts else 1
+    trained = parts > 1 and split_qkv_trained
+    if trained:
+        scale = alpha_scale(module, tensors, p["down"].shape[0] // parts)
+    return LoRA(up=p["up"], down=p["down"], mid=p.get("mid"), scale=scale, bias=_bias_change(p, scale),
+                dora_scale=p.get("dora_scale"), magnitude=p.get("magnitude"), split_parts=parts, trained_scale=trained)
+
+
+def build(module: Module, tensors: dict[str, torch.Tensor], peft_config: dict | None = None,
+          split_qkv_trained: bool = False):
+    """The adapter of one module of a file (its kind was decided by formats.describe). `split_qkv_trained`: the
+    file's metadata shows kohya split_qkv training, so its fused q/k/v modules get their trained scale."""
     p = {role: tensors[name] for role, name in module.parts.items()}
     dora = {"dora_scale": p.get("dora_scale"), "magnitude": p.get("magnitude")}
     kind = module.kind
     if kind == "lora":
-        scale = lora_scale(module, tensors, peft_config)
-        return LoRA(up=p["up"], down=p["down"], mid=p.get("mid"), scale=scale, bias=_bias_change(p, scale), **dora)
+        return _lora(module, tensors, peft_config, split_qkv_trained)
     bias = _bias_change(p)
     if kind == "loha":
         return LoHa(w1a=p["w1a"], w1b=p["w1b"], w2a=p["w2a"], w2b=p["w2b"], t1=p.get("t1"), t2=p.get("t2"),
@@ -425,8 +426,8 @@ def build(module: Module, tensors: dict[str, torch.Tensor], peft_config: dict | 
         return LoKr(w1=p.get("w1"), w1a=p.get("w1a"), w1b=p.get("w1b"), w2=p.get("w2"), w2a=p.get("w2a"),
                     w2b=p.get("w2b"), t2=p.get("t2"), scale=scale, bias=bias, **dora)
     if kind == "glora":
-        return GLoRA(a1=p["a1"], a2=p["a2"], b1=p["b1"], b2=p["b2"], bm=p.get("bm"),
-                     scale=alpha_scale(module, tensors, p["b2"].shape[0]), bias=bias, **dora)
+        alpha = float(p["alpha"].to(torch.float32).item()) if "alpha" in p else 0.0
+        return GLoRA(a1=p["a1"], a2=p["a2"], b1=p["b1"], b2=p["b2"], bm=p.get("bm"), alpha=alpha, bias=bias, **dora)
     if kind == "ia3":
         return IA3(w=p["ia3"], on_input=bool(p["on_input"].item()), bias=bias)
     if kind == "full":

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import adapters, files, formats
+from . import adapters, files, formats, split_qkv
 
 DEFAULT_CACHE_BYTES = int(os.environ.get("LORADECK_CACHE_MB", "2048")) * 1024 * 1024
 
@@ -36,6 +36,7 @@ class LoadedLora:
         self.nonfinite: set[str] = set(files.nonfinite_tensors(self.tensors)) if self.tensors else set()
         self._adapters: dict[str, adapters.Adapter | adapters.BiasChange] = {}
         self._configs = formats.peft_alphas(layout.metadata)
+        self._split_qkv_trained = split_qkv.trained_by_sd_scripts(layout.metadata)
         self._lock = threading.Lock()
         self.on_read = None  # set by the cache that holds this file: called after tensors were read
 
@@ -74,7 +75,7 @@ class LoadedLora:
             tensors = self.read([name for m in modules for name in m.parts.values()])
             for module in modules:
                 config = self._configs.get(module.key.split(".", 1)[0], self._configs.get(""))
-                self._adapters[module.key] = _build(self.path, module, tensors, config)
+                self._adapters[module.key] = _build(self.path, module, tensors, config, self._split_qkv_trained)
         if self.nonfinite:
             used = {name for k in module_keys for name in self.layout.modules[k].parts.values()}
             files.refuse_nonfinite(self.path, sorted(used & self.nonfinite))
@@ -86,9 +87,9 @@ class LoadedLora:
         return self.adapters_for(list(self.layout.modules))
 
 
-def _build(path: str, module: formats.Module, tensors: dict[str, torch.Tensor], config):
+def _build(path: str, module: formats.Module, tensors: dict[str, torch.Tensor], config, split_qkv_trained: bool):
     try:
-        return adapters.build(module, tensors, config)
+        return adapters.build(module, tensors, config, split_qkv_trained)
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:  # shapes its math cannot use
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise files.LoraFileError(path, f"module {module.key!r} ({module.kind}) cannot be used: {reason}") from None

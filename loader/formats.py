@@ -205,9 +205,24 @@ def _kind_of(kinds: set[str], parts: dict[str, str]) -> str | None:
     return None
 
 
+def glora_old_layout(a1: tuple, a2: tuple, b1: tuple, b2: tuple, weight: tuple | None = None) -> bool:
+    """True for GLoRA factors in LyCORIS' old order (a1 [r, in], a2 [in, r], b1 [r, in], b2 [out, r]), told from
+    shapes as the host's `old_glora` does; when both orders fit (square factors), the weight's shape decides
+    and the old order wins when the weight is square with a2's first size (without a weight: the old order)."""
+    old = b2[1] == b1[0] == a1[0] == a2[1]
+    new = b2[0] == b1[1] == a1[1] == a2[0]
+    if not (old and new):
+        return old
+    return weight is None or (len(weight) >= 2 and weight[0] == weight[1] == a2[0])
+
+
 def module_rank(header: Header, module: Module) -> int | None:
     """The rank a module's alpha divides by, from shapes alone."""
-    role = {"lora": "down", "loha": "w1b", "glora": "b2"}.get(module.kind)
+    if module.kind == "glora" and "bm" not in module.parts:
+        shapes = [header.tensors[module.parts[r]].shape for r in ("a1", "a2", "b1", "b2")]
+        if all(len(s) >= 2 for s in shapes):
+            return shapes[0][0] if glora_old_layout(*shapes) else shapes[1][0]
+    role = {"lora": "down", "loha": "w1b", "glora": "a2"}.get(module.kind)
     if module.kind == "lokr":
         role = "w1b" if "w1b" in module.parts else "w2b" if "w2b" in module.parts else None
     if role is None or role not in module.parts:

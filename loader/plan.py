@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import adapters, energy, files, formats
+from . import adapters, core_differences, energy, files, formats, split_qkv
 from .cache import LoadedLora
 from .spec import BlockWeights
 from .stack import StackEntry
@@ -64,6 +64,7 @@ class LoraReport:
     not_understood: int = 0
     note: str = ""
     resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
+    differences: list[str] = field(default_factory=list)  # deliberate differences from ComfyUI core
     error: str = ""  # set when the LoRA was skipped (skip_unloadable)
 
     @classmethod
@@ -91,6 +92,8 @@ class LoraReport:
             text += f"; {self.not_understood} tensors in no layout this version understands"
         if self.note:
             text += f"; {self.note}"
+        for difference in self.differences:
+            text += f"\n  unlike ComfyUI core: {difference}"
         if self.resolved:
             text += "\n  " + self.resolved.replace("\n", "\n  ")
         return text
@@ -110,21 +113,15 @@ def host_key(module_key: str, unet_map: dict, clip_map: dict) -> tuple[str | Non
     return None, None
 
 
-def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights,
-               model: ModelFacts) -> tuple[LoraReport, list[Contribution]]:
-    """Every contribution of one stack entry, and its report. LoraApplyError when nothing of it can apply."""
+def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, model: ModelFacts,
+               split_qkv_scale: str = "auto") -> tuple[LoraReport, list[Contribution]]:
+    """Every contribution of one stack entry, and its report. LoraApplyError when nothing of it can apply.
+
+    `split_qkv_scale` is the convention for kohya Flux split_qkv modules (split_qkv.CONVENTIONS)."""
     layout = loaded.layout
     report = LoraReport(entry.lora_name, layout.family, layout.adapter_kinds, layout.base,
                         entry.strength_model, entry.strength_clip, entry.blocks)
-    targets: dict[str, tuple[str, object]] = {}
-    for module_key, module in layout.modules.items():
-        target, key = host_key(module_key, model.unet_map, model.clip_map)
-        if key is not None:
-            targets[module_key] = (target, key)
-        elif module.is_text_encoder and not model.has_clip:
-            report.skipped_text_encoder += 1
-        else:
-            report.unmatched.append(module_key)
+    targets = _match_targets(layout, model, report)
     report.note = model.mismatch_note(layout.base) if model.mismatch_note else ""
     report.not_understood = len(layout.unused)
     if not targets and report.unmatched:
@@ -140,8 +137,9 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights,
         raise LoraApplyError(f"{entry.lora_name}: {e.problem}") from None
     contributions: list[Contribution] = []
     measured: list[energy.KeyEnergy] = []
+    applied: list[core_differences.Applied] = []
     for module_key in used:
-        adapter = loaded_adapters[module_key]
+        adapter = split_qkv.at_convention(loaded_adapters[module_key], split_qkv_scale)
         target, key = targets[module_key]
         model_key, offset = (key[0], key[1]) if isinstance(key, tuple) else (key, None)
         misfit = _misfit(adapter, model.shapes[target].get(model_key), offset)
@@ -150,15 +148,32 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights,
             continue
         if entry.blocks:
             measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
-        contributions += _contributions(target, key, module_key, adapter, strengths[target], weights)
-    contributions = [c for c in contributions if c.coefficient != 0]
+        mine = [c for c in _contributions(target, key, module_key, adapter, strengths[target], weights)
+                if c.coefficient != 0]
+        contributions += mine
+        applied += _applied(layout.modules[module_key], mine, model.shapes[target])
     if report.misfits and not contributions:
         raise LoraApplyError(f"{entry.lora_name}: its shapes do not fit this model; is it made for another "
                              f"model? (e.g. {report.misfits[0]})")
+    report.differences = core_differences.notes(applied)
     if entry.blocks:
         report.resolved = "\n".join([weights.summary(), *weights.warnings, energy.table(measured, weights).format()])
     _log_problems(report, len(layout.modules))
     return report, contributions
+
+
+def _match_targets(layout, model: ModelFacts, report: LoraReport) -> dict[str, tuple[str, object]]:
+    """module key -> (target, host key) for every module the model has; the others are counted in the report."""
+    targets: dict[str, tuple[str, object]] = {}
+    for module_key, module in layout.modules.items():
+        target, key = host_key(module_key, model.unet_map, model.clip_map)
+        if key is not None:
+            targets[module_key] = (target, key)
+        elif module.is_text_encoder and not model.has_clip:
+            report.skipped_text_encoder += 1
+        else:
+            report.unmatched.append(module_key)
+    return targets
 
 
 def _contributions(target: str, key, module_key: str, adapter, strength: float,
@@ -191,6 +206,26 @@ def _contributions(target: str, key, module_key: str, adapter, strength: float,
     return out
 
 
+def _applied(module, contributions: list[Contribution], shapes: dict) -> list[core_differences.Applied]:
+    """What the report compares with ComfyUI core: each weight contribution with the shape it lands on."""
+    out = []
+    for c in contributions:
+        if isinstance(c.adapter, adapters.BiasChange):
+            continue
+        model_key, offset = (c.host_key[0], c.host_key[1]) if isinstance(c.host_key, tuple) else (c.host_key, None)
+        shape = shapes.get(model_key)
+        out.append(core_differences.Applied(module, c.adapter, c.coefficient, _sliced(shape, offset)))
+    return out
+
+
+def _sliced(shape: tuple[int, ...] | None, offset) -> tuple[int, ...] | None:
+    """The shape of a weight's row slice (dim, start, length), or the weight's own shape without one."""
+    if shape is None or offset is None:
+        return shape
+    dim, _, length = offset
+    return (*shape[:dim], length, *shape[dim + 1:])
+
+
 def _log_problems(report: LoraReport, modules: int) -> None:
     if report.misfits:
         log.warning("LoRA Deck: %s: %d modules do not fit this model's shapes and were skipped (e.g. %s)",
@@ -212,9 +247,7 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
     """
     if shape is None or not hasattr(adapter, "on"):
         return ""
-    if offset is not None:  # (dim, start, length): a slice of a fused weight
-        dim, _, length = offset
-        shape = (*shape[:dim], length, *shape[dim + 1:])
+    shape = _sliced(shape, offset)  # (dim, start, length): a slice of a fused weight
     if _plain_lora_fits(adapter, shape):  # the common case, told by arithmetic alone
         return ""
     meta = torch.device("meta")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..loader import stack
+from ..loader import split_qkv, stack
 from . import folders, patching
 
 CATEGORY = "loaders/LoRA Deck"
@@ -27,6 +27,15 @@ def _skip_unloadable():
                                     "this model) is left out and named in the report. Off: the workflow stops there.")
 
 
+def _split_qkv_scale():
+    return io.Combo.Input("split_qkv_scale", options=list(split_qkv.CONVENTIONS), default="auto", optional=True,
+                          tooltip="kohya Flux files trained with split_qkv (separate q/k/v LoRAs saved fused). "
+                                  "trained: the scale they were trained at. core: as ComfyUI core, Forge and "
+                                  "sd-scripts' own loader apply them (1/3 of it, 1/4 for linear1). auto: trained "
+                                  "when the file's metadata shows sd-scripts split_qkv training, else core (files "
+                                  "converted from ai-toolkit are meant for core's scale).")
+
+
 class LoraDeckLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -44,6 +53,7 @@ class LoraDeckLoader(io.ComfyNode):
                 io.String.Input("block_weights", default="", optional=True,
                                 tooltip="Empty = every block 1.0. A1111 vectors, presets or IN04=0, OUT*=0.5."),
                 _skip_unloadable(),
+                _split_qkv_scale(),
             ],
             outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
         )
@@ -54,11 +64,12 @@ class LoraDeckLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights="",
-                skip_unloadable=False):
+                skip_unloadable=False, split_qkv_scale="auto"):
         if strength_model == 0 and (clip is None or strength_clip == 0):
             return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied")
         entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
-        new_model, new_clip, reports = patching.apply_stack(model, clip, [entry], skip_unloadable=skip_unloadable)
+        new_model, new_clip, reports = patching.apply_stack(model, clip, [entry], skip_unloadable=skip_unloadable,
+                                                            split_qkv_scale=split_qkv_scale)
         return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
 
 
@@ -102,14 +113,15 @@ class LoraDeckApply(io.ComfyNode):
             category=CATEGORY,
             description="Apply a LORA_STACK (from LoRA Deck or any other pack) to a model and text encoder.",
             inputs=[io.Model.Input("model"), LORA_STACK.Input("lora_stack"), io.Clip.Input("clip", optional=True),
-                    _skip_unloadable()],
+                    _skip_unloadable(), _split_qkv_scale()],
             outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
         )
 
     @classmethod
-    def execute(cls, model, lora_stack, clip=None, skip_unloadable=False):
+    def execute(cls, model, lora_stack, clip=None, skip_unloadable=False, split_qkv_scale="auto"):
         entries = stack.entries_from_stack(lora_stack)
-        new_model, new_clip, reports = patching.apply_stack(model, clip, entries, skip_unloadable=skip_unloadable)
+        new_model, new_clip, reports = patching.apply_stack(model, clip, entries, skip_unloadable=skip_unloadable,
+                                                            split_qkv_scale=split_qkv_scale)
         return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
 
 

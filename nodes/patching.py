@@ -94,12 +94,13 @@ def _mismatch_note(base: str | None, architecture: str | None) -> str:
     return f"this is a {base.upper()} LoRA but the model is {architecture}"
 
 
-def apply_stack(model, clip, entries: list[StackEntry],
-                skip_unloadable: bool = False) -> tuple[object, object, list[LoraReport]]:
+def apply_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = False,
+                split_qkv_scale: str = "auto") -> tuple[object, object, list[LoraReport]]:
     """Clones of model and clip with every entry's patches added, and a report per entry.
 
     A LoRA that cannot be loaded (unreadable file, unknown layout, nothing matching this model) stops the
     workflow with a message naming it, or with `skip_unloadable` is left out and reported.
+    `split_qkv_scale`: how kohya Flux split_qkv modules are scaled (loader/split_qkv.py).
     """
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
@@ -123,7 +124,7 @@ def apply_stack(model, clip, entries: list[StackEntry],
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         try:
             loaded = _load(entry.lora_name)
-            report, contributions = plan_entry(loaded, entry, weights, facts)
+            report, contributions = plan_entry(loaded, entry, weights, facts, split_qkv_scale)
         except LoraApplyError as e:
             if not skip_unloadable:
                 raise

@@ -381,3 +381,137 @@ def copy_weights_(model: torch.nn.Module, source: dict[str, torch.Tensor], names
             if key in params and host_key in source and params[key].shape == source[host_key].shape:
                 params[key].copy_(source[host_key])
     return model
+
+
+# --- kohya sd-scripts Flux files (sd-scripts is no package: written after its code, kohya-ss/sd-scripts) -------
+
+def sd_scripts_flux_lora(flux_dit: torch.nn.Module, rank: int, alpha: float, seed: int, split_qkv: bool):
+    """What sd-scripts' `networks.lora_flux` saves for the Flux model `flux_dit`, and the trained parts.
+
+    As its LoRANetwork does: one LoRA per Linear inside every DoubleStreamBlock / SingleStreamBlock, named
+    `lora_unet_` + the module path with `_` for `.`. With split_qkv each q/k/v part of `*_attn.qkv` (and the
+    q/k/v/mlp parts of `linear1`) is its own rank-r LoRA; `state_dict()` saves them fused: the downs stacked
+    (`torch.cat(dim=0)`), the ups placed block-diagonally in zeros of (sum of parts, r · parts), alpha unchanged.
+    sd-scripts hardcodes the parts as 3072 rows (12288 for the mlp); here they are the miniature's widths.
+    Metadata as train_network.py writes it: ss_network_module/dim/alpha, and `ss_network_args` as the JSON of
+    the `key=value` strings given (split_qkv=True). Returns (tensors, metadata, {name: (module path, [(down, up)])}).
+    """
+    import json
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors, trained = {}, {}
+    for block_name, block in flux_dit.named_modules():
+        if type(block).__name__ not in ("DoubleStreamBlock", "SingleStreamBlock"):
+            continue
+        hidden = block.hidden_size
+        for child_name, child in block.named_modules():
+            if type(child).__name__ != "Linear":
+                continue
+            path = f"{block_name}.{child_name}"
+            name = "lora_unet_" + path.replace(".", "_")
+            splits = [child.out_features]
+            if split_qkv and "double" in name and "qkv" in name:
+                splits = [hidden] * 3
+            elif split_qkv and "single" in name and "linear1" in name:
+                splits = [hidden] * 3 + [child.out_features - 3 * hidden]
+            parts = [(torch.randn(rank, child.in_features, generator=generator) * 0.1,
+                      torch.randn(rows, rank, generator=generator) * 0.1) for rows in splits]
+            down = torch.cat([d for d, _ in parts], dim=0)
+            up = torch.zeros(sum(splits), rank * len(parts))
+            start = 0
+            for j, (_, part_up) in enumerate(parts):
+                up[start:start + part_up.shape[0], j * rank:(j + 1) * rank] = part_up
+                start += part_up.shape[0]
+            tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"] = down, up
+            tensors[f"{name}.alpha"] = torch.tensor(float(alpha))
+            trained[name] = (path, parts)
+    metadata = {"ss_network_module": "networks.lora_flux", "ss_network_dim": str(rank),
+                "ss_network_alpha": str(float(alpha))}
+    if split_qkv:
+        metadata["ss_network_args"] = json.dumps({"split_qkv": "True"})
+    return tensors, metadata, trained
+
+
+def sd_scripts_training_delta(parts: list[tuple[torch.Tensor, torch.Tensor]], rank: int, alpha: float,
+                              multiplier: float) -> torch.Tensor:
+    """The weight change of lora_flux's LoRAModule.forward during training: its output minus the original's,
+    `cat([up_i(down_i(x))], dim=-1) · multiplier · alpha / rank`, read off on the identity input."""
+    eye = torch.eye(parts[0][0].shape[1], dtype=torch.float64)
+    outputs = [torch.nn.functional.linear(torch.nn.functional.linear(eye, d.double()), u.double()) for d, u in parts]
+    return (torch.cat(outputs, dim=-1) * multiplier * (alpha / rank)).T.float()
+
+
+# The ai-toolkit (diffusers) modules that sd-scripts' convert_flux_lora.py joins into each sd-scripts module.
+_AIT_DOUBLE = {"img_attn_proj": ["attn.to_out.0"], "img_attn_qkv": ["attn.to_q", "attn.to_k", "attn.to_v"],
+               "img_mlp_0": ["ff.net.0.proj"], "img_mlp_2": ["ff.net.2"], "img_mod_lin": ["norm1.linear"],
+               "txt_attn_proj": ["attn.to_add_out"],
+               "txt_attn_qkv": ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
+               "txt_mlp_0": ["ff_context.net.0.proj"], "txt_mlp_2": ["ff_context.net.2"],
+               "txt_mod_lin": ["norm1_context.linear"]}
+_AIT_SINGLE = {"linear1": ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"], "linear2": ["proj_out"],
+               "modulation_lin": ["norm.linear"]}
+
+
+def sd_scripts_from_ai_toolkit(ait: dict[str, torch.Tensor], double_blocks: int, single_blocks: int):
+    """sd-scripts' `convert_flux_lora.py --src ai-toolkit --dst sd-scripts` (convert_ai_toolkit_to_sd_scripts).
+
+    A module from one ai-toolkit module: lora_A → lora_down, lora_B → lora_up, alpha = its rank. A module from
+    several (q/k/v, linear1's q/k/v/mlp): the downs concatenated, the ups block-diagonal in zeros, and alpha set
+    to the new rank (rank · parts), so that the usual alpha / rank reading gives each part its scale 1. What is
+    left unconverted is dropped (the converter only warns). Returns (sd-scripts tensors, ai-toolkit keys used).
+    """
+    out, used = {}, []
+    blocks = [(f"lora_unet_double_blocks_{i}_", f"transformer.transformer_blocks.{i}.", _AIT_DOUBLE)
+              for i in range(double_blocks)]
+    blocks += [(f"lora_unet_single_blocks_{i}_", f"transformer.single_transformer_blocks.{i}.", _AIT_SINGLE)
+               for i in range(single_blocks)]
+    for sds_prefix, ait_prefix, table in blocks:
+        for sds_name, ait_names in table.items():
+            downs = [ait.get(f"{ait_prefix}{n}.lora_A.weight") for n in ait_names]
+            if downs[0] is None:
+                continue
+            ups = [ait[f"{ait_prefix}{n}.lora_B.weight"] for n in ait_names]
+            used += [f"{ait_prefix}{n}" for n in ait_names]
+            rank = downs[0].shape[0]
+            up = torch.zeros(sum(u.shape[0] for u in ups), rank * len(ups), dtype=ups[0].dtype)
+            start = 0
+            for j, part in enumerate(ups):
+                up[start:start + part.shape[0], j * rank:(j + 1) * rank] = part
+                start += part.shape[0]
+            key = sds_prefix + sds_name
+            out[f"{key}.lora_down.weight"] = torch.cat(downs, dim=0).contiguous()
+            out[f"{key}.lora_up.weight"] = up if len(ups) > 1 else ups[0].contiguous()
+            out[f"{key}.alpha"] = torch.scalar_tensor(rank * len(ups), dtype=downs[0].dtype)
+    return out, used
+
+
+# --- LyCORIS GLoRA before its 2024 rewrite (lycoris/modules/glora.py up to KohakuBlueleaf/LyCORIS c2976d2) -------
+
+def old_lycoris_glora(layers: dict[str, torch.nn.Module], ranks: dict[str, int], alpha: float, seed: int):
+    """A GLoRA file as LyCORIS 1.8–2.x saved it through its kohya wrapper (`lora_unet_<path>`), and its math.
+
+    Its GLoRAModule held a1 = Linear(in, r), a2 = Linear(r, in), b1 = Linear(in, r), b2 = Linear(r, out) (1×1
+    convs for conv layers; larger kernels were refused), so the file's weights are a1 [r, in], a2 [in, r],
+    b1 [r, in], b2 [out, r] and alpha. Its merge_to adds make_weight() · alpha / r · multiplier with
+    make_weight() = b2 @ b1 + W @ a2 @ a1 (each flattened to 2-D). Returns (tensors, {layer path: merge(s)})."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors, merges = {}, {}
+    for path, layer in layers.items():
+        rank = ranks[path]
+        out_dim, in_dim = layer.weight.shape[:2]
+        kernel = (1, 1) if layer.weight.dim() == 4 else ()
+        shapes = {"a1": (rank, in_dim), "a2": (in_dim, rank), "b1": (rank, in_dim), "b2": (out_dim, rank)}
+        factors = {role: torch.randn(shape, generator=generator) * 0.1 for role, shape in shapes.items()}
+        name = "lora_unet_" + path.replace(".", "_")
+        for role, factor in factors.items():
+            tensors[f"{name}.{role}.weight"] = factor.reshape(*factor.shape, *kernel).contiguous()
+        tensors[f"{name}.alpha"] = torch.tensor(float(alpha))
+        weight = layer.weight.detach().to(torch.float64)
+
+        def merge(multiplier, f=factors, w=weight, r=rank):
+            a1, a2, b1, b2 = (f[k].double() for k in ("a1", "a2", "b1", "b2"))
+            made = b2 @ b1 + (w.reshape(w.shape[0], -1) @ a2) @ a1
+            return (made * (alpha / r) * multiplier).reshape(w.shape).float()
+
+        merges[path] = merge
+    return tensors, merges

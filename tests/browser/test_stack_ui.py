@@ -441,6 +441,7 @@ def test_loader_node_info_and_block_editor(page, server):
     # The buttons hold no value: the saved widgets and the API prompt are the node's own.
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
     inputs = prompt[str(node)]["inputs"]
-    assert sorted(inputs) == ["block_weights", "lora_name", "skip_unloadable", "strength_clip", "strength_model"]
+    assert sorted(inputs) == ["block_weights", "lora_name", "skip_unloadable", "split_qkv_scale", "strength_clip",
+                              "strength_model"]
     saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => n.id === id).widgets_values", node)
-    assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False]
+    assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False, "auto"]

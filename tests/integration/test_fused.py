@@ -143,7 +143,9 @@ def unfused_deck_reference(pack, model, entries):
     return reference
 
 
-def test_dora_entry_falls_back_in_stack_order(stack_files, dora_file, sd15, pack):
+def test_dora_entry_falls_back_in_stack_order_pack_convention(stack_files, dora_file, sd15, pack):
+    """Reference: the pack's own adapters applied one by one, unfused, in stack order (its own math; the
+    DoRA adapter's math itself is tested against PEFT in test_formats.py)."""
     rows = [{"lora": "fused_0.safetensors", "strength": 0.7}, {"lora": "fused_dora.safetensors", "strength": 0.8},
             {"lora": "fused_2.safetensors", "strength": -0.5}, {"lora": "fused_6.safetensors", "strength": 1.2}]
     ours, _, report = deck(sd15, None, rows)
