@@ -44,6 +44,7 @@ LAYOUTS = {
 }
 LORA_LAYOUT = "lora"  # the blocks the row's LoRA names
 LAYOUT_OF_BASE = {"sd1": "sd1", "sd2": "sd1", "sdxl": "sdxl", "flux": "flux"}
+LAYOUT_OF_FAMILY = {"sd1": "sd1", "sdxl": "sdxl"}  # a LoRA's UNet names tell its levels even without a base
 
 # The editor's own presets, as specs the grammar reads; each is offered where its family has the blocks.
 EDITOR_PRESETS = (
@@ -81,10 +82,11 @@ def layout_map(key: str) -> BlockMap:
 def editor_answer(text: str, layout: str | None, lora: tuple[str | None, BlockMap] | None,
                   user_presets: dict[str, str]) -> dict:
     """Everything the block editor shows for `text`: the layout (the one asked for, else the LoRA's base
-    model's, else the LoRA's own blocks), its slots, presets that read on it, and the spec's reading.
+    model's or its UNet's, else the LoRA's own blocks), its slots, presets that read on it, and the spec's reading.
     `lora` is `lora_blocks()` of the row's LoRA, or None."""
     base, own = lora if lora else (None, None)
-    key = layout or LAYOUT_OF_BASE.get(base or "") or (LORA_LAYOUT if own else "sd1")
+    key = layout or LAYOUT_OF_BASE.get(base or "") or (own and LAYOUT_OF_FAMILY.get(own.family))
+    key = key or (LORA_LAYOUT if own else "sd1")
     block_map = own if key == LORA_LAYOUT else layout_map(key)
     layouts = [{"key": k, "label": L.label} for k, L in LAYOUTS.items()]
     if own is not None:
@@ -125,8 +127,11 @@ def reading(text: str, block_map: BlockMap, user_presets: dict[str, str] | None 
     outside = [slot for slot, v in ratios.items() if not lo <= v <= hi]
     if outside:
         not_sliders.append(f"{blocks.compress_ids(outside)} outside the sliders' {lo:g}…{hi:g}")
+    told = weights.summary()
+    if weights.rules:
+        told += "\n(element names are checked against the model's weights when the workflow runs)"
     return {"error": None, "position": None, "ratios": ratios, "default": weights.default,
-            "reading": weights.summary(), "rules": weights.rule_texts(), "sliders": not not_sliders,
+            "reading": told, "rules": weights.rule_texts(), "sliders": not not_sliders,
             "not_sliders": "; ".join(not_sliders)}
 
 
