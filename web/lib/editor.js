@@ -50,10 +50,15 @@ export function blockEditor({ spec, lora, layout, energy, onChange, onDraw = () 
   const message = el("div.ld-editor-msg");
   const ask = el("div.ld-editor-ask");
   const replace = el("button.ld-btn.ld-replace", { onclick: () => replaceWithSliders() }, "Replace with sliders");
-  const text = el("input.ld-spec", {
-    type: "text", spellcheck: false, value: current, placeholder: "all blocks 1.0 (e.g. IN04=0, OUT05=0.5)",
-    title: "Block-weight spec: named assignments, an A1111 preset name or vector, element rules",
+  // A textarea, not an input: an input drops the new lines that separate statements.
+  const text = el("textarea.ld-spec", {
+    spellcheck: false, rows: 1, placeholder: "all blocks 1.0 (e.g. IN04=0, OUT05=0.5)",
+    title: "Block-weight spec: named assignments, an A1111 preset name or vector, element rules "
+      + "(Enter applies it, Shift+Enter starts a new line)",
   });
+  const fitText = () => (text.rows = Math.min(6, Math.max(1, text.value.split("\n").length)));
+  text.value = current;
+  fitText();
   const cells = new Map();
   const strongest = energy?.size ? Math.max(...energy.values(), 1e-9) : 1;
   const layoutPicker = el("select.ld-select.ld-layout", { title: "Network shape" });
@@ -96,6 +101,7 @@ export function blockEditor({ spec, lora, layout, energy, onChange, onDraw = () 
   function emit(specText) {
     current = specText;
     text.value = specText;
+    fitText();
     onChange(specText, root.dataset.layout);
   }
 
@@ -226,8 +232,12 @@ export function blockEditor({ spec, lora, layout, energy, onChange, onDraw = () 
     read(current);
   });
   text.addEventListener("keydown", (e) => {
-    if (e.key === "Enter") text.blur();
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      text.blur();
+    }
   });
+  text.addEventListener("input", fitText);
   const reset = el("button.ld-btn.ld-reset", {
     title: "All blocks back to 1.0", onclick: () => replaceSpec("", "all blocks at 1.0"),
   }, "Reset");
