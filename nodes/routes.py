@@ -134,7 +134,7 @@ class LoraRoutes:
 
     async def info(self, request: web.Request) -> web.Response:
         try:
-            name, path = self.resolve(request.query.get("name"))
+            name, path = await self._resolved(request.query.get("name"))
             facts = await asyncio.to_thread(_vanished_is_404, lora_facts, path)
         except _Refused as e:
             return _error(e.status, str(e))
@@ -146,7 +146,7 @@ class LoraRoutes:
 
     async def energy(self, request: web.Request) -> web.Response:
         try:
-            name, path = self.resolve(request.query.get("name"))
+            name, path = await self._resolved(request.query.get("name"))
             identity = _vanished_is_404(file_identity, path)
             if identity not in self._energy:
                 self._energy[identity] = await asyncio.to_thread(_vanished_is_404, block_energy, path)
@@ -163,7 +163,7 @@ class LoraRoutes:
 
     async def hash(self, request: web.Request) -> web.Response:
         try:
-            name, path = self.resolve(request.query.get("name"))
+            name, path = await self._resolved(request.query.get("name"))
             sha = await self._hash(path)
             size = _vanished_is_404(os.path.getsize, path)
         except _Refused as e:
@@ -207,8 +207,8 @@ class LoraRoutes:
     async def spec(self, request: web.Request) -> web.Response:
         try:
             text, layout, lora = _spec_request(await _json_object(request))
-            path = self.resolve(lora)[1] if lora is not None else None
-            own = await asyncio.to_thread(_vanished_is_404, self._lora_blocks, path) if path else None
+            path = (await self._resolved(lora))[1] if lora is not None else None
+            own = await self._lora_blocks(path) if path else None
         except _Refused as e:
             return _error(e.status, str(e))
         except (LoraFileError, OSError, ValueError) as e:
@@ -220,13 +220,18 @@ class LoraRoutes:
         answer = await asyncio.to_thread(spec_view.editor_answer, text, layout, own, block_presets.user_presets())
         return web.json_response(answer)
 
-    def _lora_blocks(self, path: str):
-        identity = file_identity(path)
+    async def _lora_blocks(self, path: str):
+        """(base, block map) from the LoRA's module names, read off the loop once per file version."""
+        identity = _vanished_is_404(file_identity, path)
         if identity not in self._lora_maps:
-            self._lora_maps[identity] = spec_view.lora_blocks(path)
+            self._lora_maps[identity] = await asyncio.to_thread(_vanished_is_404, spec_view.lora_blocks, path)
             while len(self._lora_maps) > ENERGY_CACHE_SIZE:
                 self._lora_maps.pop(next(iter(self._lora_maps)))
         return self._lora_maps[identity]
+
+    async def _resolved(self, raw: str | None) -> tuple[str, str]:
+        # The host's listing may walk the folders (its cache expires when they change): off the loop.
+        return await asyncio.to_thread(self.resolve, raw)
 
     async def _hash(self, path: str) -> str:
         known = self.cache.known(path)
