@@ -348,6 +348,23 @@ _GUESS = (
 )
 
 
+def unet_skeleton(levels: int) -> list[str]:
+    """Stand-in model keys of a UNet with `levels` input and output blocks (12 for SD1/SD2, 9 for SDXL)."""
+    keys = [f"{DIFFUSION_PREFIX}time_embed.0.weight"]
+    keys += [f"{DIFFUSION_PREFIX}input_blocks.{i}.0.x.weight" for i in range(levels)]
+    keys += [f"{DIFFUSION_PREFIX}middle_block.1.x.weight"]
+    keys += [f"{DIFFUSION_PREFIX}output_blocks.{i}.0.x.weight" for i in range(levels)]
+    return [*keys, f"{DIFFUSION_PREFIX}out.2.weight"]
+
+
+def chain_skeleton(lengths: Iterable[tuple[str, int]]) -> list[str]:
+    """Stand-in model keys of a transformer: embedders, each (chain name, length) in order, a final layer."""
+    keys = [f"{DIFFUSION_PREFIX}embedders.weight"]
+    for chain, length in lengths:
+        keys += [f"{DIFFUSION_PREFIX}{chain}.{i}.x.weight" for i in range(length)]
+    return [*keys, f"{DIFFUSION_PREFIX}final_layer.weight"]
+
+
 def guess_from_lora(module_keys: Iterable[str], base: str | None = None) -> tuple[BlockMap, dict[str, str]]:
     """A block map read from a LoRA's module names alone, and the stand-in model key of each module.
 
@@ -384,20 +401,13 @@ def guess_from_lora(module_keys: Iterable[str], base: str | None = None) -> tupl
         te_names = set(text_encoders.values())
         sdxl = base == "sdxl" or (base is None and highest <= 8 and "te2" in te_names)
         n = 9 if sdxl else 12
-        skeleton = [f"{DIFFUSION_PREFIX}time_embed.0.weight"]
-        skeleton += [f"{DIFFUSION_PREFIX}input_blocks.{i}.0.x.weight" for i in range(n)]
-        skeleton += [f"{DIFFUSION_PREFIX}middle_block.1.x.weight"]
-        skeleton += [f"{DIFFUSION_PREFIX}output_blocks.{i}.0.x.weight" for i in range(n)]
-        skeleton += [f"{DIFFUSION_PREFIX}out.2.weight"]
+        skeleton = unet_skeleton(n)
     else:
         order = ["double_blocks", "single_blocks", "joint_blocks", "transformer_blocks", "blocks",
                  "noise_refiner", "context_refiner", "layers"]
-        skeleton = [f"{DIFFUSION_PREFIX}embedders.weight"]
-        for chain in order:
-            indices = [i for c, i, _ in placed.values() if c == chain]
-            if indices:
-                skeleton += [f"{DIFFUSION_PREFIX}{chain}.{i}.x.weight" for i in range(max(indices) + 1)]
-        skeleton += [f"{DIFFUSION_PREFIX}final_layer.weight"]
+        lengths = [(chain, max(i for c, i, _ in placed.values() if c == chain) + 1)
+                   for chain in order if any(c == chain for c, _, _ in placed.values())]
+        skeleton = chain_skeleton(lengths)
     stand_in: dict[str, str] = {}
     for key, (chain, index, rest) in placed.items():
         rest = rest.replace("_", ".") or "x"

@@ -61,11 +61,15 @@ _LONG_QUOTE = re.compile(r"('[^']{40})[^']{20,}'")
 
 
 class SpecError(ValueError):
-    """A block-weight spec that cannot be read; the message says what was expected and where."""
+    """A block-weight spec that cannot be read; the message says what was expected and where.
+
+    `position` is the 1-based character the message names ("character N: …"), None for the whole spec."""
 
     def __init__(self, message: str):
         # A shared workflow may put kilobytes into one token: quote only its start.
         super().__init__(_LONG_QUOTE.sub(lambda m: m.group(1) + "…'", message))
+        where = re.match(r"character (\d+):", message)
+        self.position = int(where.group(1)) if where else None
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,12 @@ class BlockWeights:
             runs.append(f"{label}={value:g}")
             i = j + 1
         lines = [*list(self.notes), ", ".join(runs)]
-        ids = self.block_map.ids
-        lines += [f"element rule {n + 1}: {_describe_rule(r, ids)}" for n, r in enumerate(self.rules)]
+        lines += [f"element rule {n + 1}: {text}" for n, text in enumerate(self.rule_texts())]
         return "\n".join(lines)
+
+    def rule_texts(self) -> list[str]:
+        """Each elemental directive as read, e.g. `IN05…OUT05: attn2 ×0.5`."""
+        return [_describe_rule(r, self.block_map.ids) for r in self.rules]
 
 
 def _describe_rule(rule: ElementRule, ids: tuple[str, ...]) -> str:
@@ -181,8 +188,10 @@ class _Statement:
 
 
 class _Reader:
-    def __init__(self, block_map: BlockMap, presets: dict[str, str], a: float, b: float, seed: int):
+    def __init__(self, block_map: BlockMap, presets: dict[str, str], a: float, b: float, seed: int,
+                 check_elements: bool = True):
         self.map = block_map
+        self.check_elements = check_elements
         self.presets = {**A1111_PRESETS, **presets}
         self.variables = {"A": float(a), "B": float(b), "SEED": int(seed)}
         self.rng: random.Random | None = None
@@ -317,7 +326,7 @@ class _Reader:
         self.rules.append(ElementRule(blocks, elements, negate, value, replace))
 
     def _check_elements(self, elements: tuple[str, ...], blocks: frozenset[str] | None, pos: int) -> None:
-        if not elements:
+        if not elements or not self.check_elements:
             return
         paths = set()
         for key, slot in self.map._by_key.items():
@@ -421,8 +430,11 @@ class _Reader:
 
 
 def parse(text: str | None, block_map: BlockMap, *, presets: dict[str, str] | None = None,
-          a: float = 1.0, b: float = 1.0, seed: int = 0) -> BlockWeights:
-    """Read a spec for `block_map`'s model; raises SpecError saying what was expected and where."""
+          a: float = 1.0, b: float = 1.0, seed: int = 0, check_elements: bool = True) -> BlockWeights:
+    """Read a spec for `block_map`'s model; raises SpecError saying what was expected and where.
+
+    `check_elements=False` skips checking that element names match a weight, for maps that stand in for a
+    model without its weights' names (the block editor's)."""
     text = text or ""
     if not isinstance(text, str):
         raise SpecError(f"a block-weight spec is text, got {type(text).__name__}")
@@ -431,7 +443,7 @@ def parse(text: str | None, block_map: BlockMap, *, presets: dict[str, str] | No
     bad = next((i for i, c in enumerate(text) if ord(c) < 32 and c not in "\t\r\n"), None)
     if bad is not None:
         raise SpecError(f"character {bad + 1}: control character {text[bad]!r} in the spec")
-    reader = _Reader(block_map, presets or {}, a, b, seed)
+    reader = _Reader(block_map, presets or {}, a, b, seed, check_elements)
     if text.strip():
         reader.read(text)
     return reader.result()

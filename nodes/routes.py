@@ -6,6 +6,16 @@
 - GET /loradeck/find?sha256=H   the LoRAs whose SHA-256 (or AutoV2 prefix) is H: re-linking a moved file
 - GET /loradeck/energy?name=N   each network block's share of the LoRA's weight change (reads the tensors)
 - GET /loradeck/presets         block-weight presets: A1111's built-ins and the user's block_presets.txt
+- POST /loradeck/spec           how a block-weight spec reads, for the block editor (loader.spec_view):
+                                {"spec": text, "layout": "sd1"|"sdxl"|"flux"|"lora" (optional),
+                                 "lora": name (optional; needed for "lora")} -> the layout's slots, each slot's
+                                ratio, the grammar's reading, whether sliders hold it, or an error and its
+                                character; a request that is not of that form gets a 400
+
+Listing, hashing and finding by hash touch the disk, so they run off the event loop. `find` takes the
+file's size when the row knows it (`&size=N`) and hashes only files of that size; without it, files whose
+hash is cached answer first and the rest are hashed one by one off the loop. A file that vanished after
+the host listed it answers 404.
 
 Names come from the browser, so every one is confined: it must be relative, must not step up ('..'),
 must be a file the host lists in its loras folders (which filters out non-LoRA files), and must lie
@@ -22,9 +32,10 @@ import sys
 
 from aiohttp import web
 
-from ..loader import hashes, names, presets
+from ..loader import hashes, names, presets, spec_view
 from ..loader.files import LoraFileError, file_identity
 from ..loader.info import block_energy, lora_facts
+from ..loader.spec import MAX_SPEC_CHARS
 from . import block_presets, folders
 
 PREFIX = "/loradeck"
@@ -63,6 +74,7 @@ class LoraRoutes:
         self._cache: hashes.HashCache | None = None
         self._inflight: dict[str, asyncio.Future] = {}
         self._energy: dict[tuple[str, int, int], dict] = {}
+        self._lora_maps: dict[tuple[str, int, int], tuple] = {}
 
     @property
     def cache(self) -> hashes.HashCache:
@@ -77,6 +89,7 @@ class LoraRoutes:
         routes.get(f"{PREFIX}/find")(self.find)
         routes.get(f"{PREFIX}/energy")(self.energy)
         routes.get(f"{PREFIX}/presets")(self.presets)
+        routes.post(f"{PREFIX}/spec")(self.spec)
 
     def resolve(self, raw: str | None) -> tuple[str, str]:
         """(portable name, full path) of a name from the browser, or _Refused."""
@@ -97,24 +110,34 @@ class LoraRoutes:
             raise _Refused(404, str(e)) from None
 
     async def list(self, request: web.Request) -> web.Response:
+        return web.json_response({"loras": await asyncio.to_thread(self._listing)})
+
+    def _listing(self) -> list[dict]:
         entries = []
-        for name in sorted(self.folders.names(), key=str.lower):
+        for name, path in self._paths().items():
             try:
-                path = names.resolve(name, self.folders.roots(), [])
                 st = os.stat(path)
-            except (names.LoraNameError, OSError):
+            except OSError:
                 continue
             entries.append({"name": name, "size": st.st_size, "mtime": int(st.st_mtime)})
-        return web.json_response({"loras": entries})
+        return entries
+
+    def _paths(self) -> dict[str, str]:
+        """name -> full path of every listed LoRA that is still there, sorted by name."""
+        paths = {}
+        for name in sorted(self.folders.names(), key=str.lower):
+            try:
+                paths[name] = names.resolve(name, self.folders.roots(), [])
+            except names.LoraNameError:
+                continue
+        return paths
 
     async def info(self, request: web.Request) -> web.Response:
         try:
-            name, path = self.resolve(request.query.get("name"))
+            name, path = await self._resolved(request.query.get("name"))
+            facts = await asyncio.to_thread(_vanished_is_404, lora_facts, path)
         except _Refused as e:
             return _error(e.status, str(e))
-        loop = asyncio.get_running_loop()
-        try:
-            facts = await loop.run_in_executor(None, lora_facts, path)
         except (LoraFileError, OSError, ValueError) as e:
             return web.json_response({"name": name, "error": str(e)})
         sha = self.cache.known(path)
@@ -123,17 +146,16 @@ class LoraRoutes:
 
     async def energy(self, request: web.Request) -> web.Response:
         try:
-            name, path = self.resolve(request.query.get("name"))
+            name, path = await self._resolved(request.query.get("name"))
+            identity = _vanished_is_404(file_identity, path)
+            if identity not in self._energy:
+                self._energy[identity] = await asyncio.to_thread(_vanished_is_404, block_energy, path)
         except _Refused as e:
             return _error(e.status, str(e))
-        identity = file_identity(path)
-        if identity not in self._energy:
-            try:
-                self._energy[identity] = await asyncio.get_running_loop().run_in_executor(None, block_energy, path)
-            except (LoraFileError, OSError, ValueError) as e:
-                return web.json_response({"name": name, "error": str(e)})
-            while len(self._energy) > ENERGY_CACHE_SIZE:
-                self._energy.pop(next(iter(self._energy)))
+        except (LoraFileError, OSError, ValueError) as e:
+            return web.json_response({"name": name, "error": str(e)})
+        while len(self._energy) > ENERGY_CACHE_SIZE:
+            self._energy.pop(next(iter(self._energy)))
         return web.json_response({"name": name, **self._energy[identity]})
 
     async def presets(self, request: web.Request) -> web.Response:
@@ -141,31 +163,75 @@ class LoraRoutes:
 
     async def hash(self, request: web.Request) -> web.Response:
         try:
-            name, path = self.resolve(request.query.get("name"))
+            name, path = await self._resolved(request.query.get("name"))
+            sha = await self._hash(path)
+            size = _vanished_is_404(os.path.getsize, path)
         except _Refused as e:
             return _error(e.status, str(e))
-        sha = await self._hash(path)
-        return web.json_response({"name": name, "sha256": sha, "autov2": hashes.autov2(sha)})
+        return web.json_response({"name": name, "sha256": sha, "autov2": hashes.autov2(sha), "size": size})
 
     async def find(self, request: web.Request) -> web.Response:
         wanted = (request.query.get("sha256") or "").strip()
         if not _HEX.match(wanted):
             return _error(400, "give ?sha256= as 64 hex digits (or the 10-digit AutoV2 short hash)")
+        size = (request.query.get("size") or "").strip()
+        if size and not size.isdigit():
+            return _error(400, "give &size= as the file's size in bytes (digits only), or leave it out")
         wanted = wanted.lower()
-        paths = {}
-        for name in sorted(self.folders.names(), key=str.lower):
-            try:
-                paths[name] = names.resolve(name, self.folders.roots(), [])
-            except names.LoraNameError:
-                continue
+        known = await asyncio.to_thread(self._candidates, int(size) if size else None)
         # Files hashed before answer from the cache; only when none matches are the others read.
-        known = {name: self.cache.known(path) for name, path in paths.items()}
-        matches = [name for name, sha in known.items() if sha and sha.startswith(wanted)]
+        matches = [name for name, (_, sha) in known.items() if sha and sha.startswith(wanted)]
         if not matches:
-            for name, path in paths.items():
-                if not known[name] and (await self._hash(path)).startswith(wanted):
-                    matches.append(name)
+            for name, (path, sha) in known.items():
+                if sha:
+                    continue
+                try:
+                    if (await self._hash(path)).startswith(wanted):
+                        matches.append(name)
+                except _Refused:  # gone since it was listed
+                    continue
         return web.json_response({"sha256": wanted, "matches": matches})
+
+    def _candidates(self, size: int | None) -> dict[str, tuple[str, str | None]]:
+        """name -> (path, cached SHA-256 or None) of the listed files that can hold the wanted bytes."""
+        found = {}
+        for name, path in self._paths().items():
+            try:
+                if size is not None and os.path.getsize(path) != size:
+                    continue
+            except OSError:
+                continue
+            found[name] = (path, self.cache.known(path))
+        return found
+
+    async def spec(self, request: web.Request) -> web.Response:
+        try:
+            text, layout, lora = _spec_request(await _json_object(request))
+            path = (await self._resolved(lora))[1] if lora is not None else None
+            own = await self._lora_blocks(path) if path else None
+        except _Refused as e:
+            return _error(e.status, str(e))
+        except (LoraFileError, OSError, ValueError) as e:
+            if layout == spec_view.LORA_LAYOUT:
+                return _error(422, f"the LoRA's blocks cannot be read: {e}")
+            own = None  # a named layout needs nothing from the file
+        if layout == spec_view.LORA_LAYOUT and own is None:
+            return _error(400, 'layout "lora" reads the blocks of a LoRA: give its name as "lora"')
+        answer = await asyncio.to_thread(spec_view.editor_answer, text, layout, own, block_presets.user_presets())
+        return web.json_response(answer)
+
+    async def _lora_blocks(self, path: str):
+        """(base, block map) from the LoRA's module names, read off the loop once per file version."""
+        identity = _vanished_is_404(file_identity, path)
+        if identity not in self._lora_maps:
+            self._lora_maps[identity] = await asyncio.to_thread(_vanished_is_404, spec_view.lora_blocks, path)
+            while len(self._lora_maps) > ENERGY_CACHE_SIZE:
+                self._lora_maps.pop(next(iter(self._lora_maps)))
+        return self._lora_maps[identity]
+
+    async def _resolved(self, raw: str | None) -> tuple[str, str]:
+        # The host's listing may walk the folders (its cache expires when they change): off the loop.
+        return await asyncio.to_thread(self.resolve, raw)
 
     async def _hash(self, path: str) -> str:
         known = self.cache.known(path)
@@ -174,10 +240,47 @@ class LoraRoutes:
         real = os.path.realpath(path)
         pending = self._inflight.get(real)
         if pending is None:  # one read per file, however many requests ask at once
-            pending = asyncio.get_running_loop().run_in_executor(None, self.cache.get, path)
+            pending = asyncio.ensure_future(asyncio.to_thread(_vanished_is_404, self.cache.get, path))
             self._inflight[real] = pending
             pending.add_done_callback(lambda _: self._inflight.pop(real, None))
-        return await pending
+        return await asyncio.shield(pending)
+
+
+def _vanished_is_404(function, path: str):
+    """function(path), with a file that is gone (deleted or moved since it was listed) refused as 404."""
+    try:
+        return function(path)
+    except (OSError, ValueError):  # LoraFileError too: its reader says "does not exist"
+        if os.path.exists(path):
+            raise
+        raise _Refused(404, f"{os.path.basename(path)!r} is no longer in your loras folders (moved or deleted "
+                            "since it was listed)") from None
+
+
+async def _json_object(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise _Refused(400, 'send a JSON object: {"spec": text, "layout": name, "lora": name}')
+    return body
+
+
+def _spec_request(body: dict) -> tuple[str, str | None, str | None]:
+    text, layout, lora = body.get("spec", ""), body.get("layout"), body.get("lora")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise _Refused(400, f'"spec" is the block-weight text, got {type(text).__name__}')
+    if len(text) > 2 * MAX_SPEC_CHARS:
+        raise _Refused(400, f"the spec has {len(text)} characters; the limit is {MAX_SPEC_CHARS}")
+    choices = [*spec_view.LAYOUTS, spec_view.LORA_LAYOUT]
+    if layout is not None and layout not in choices:
+        raise _Refused(400, f'"layout" is one of {", ".join(choices)}, got {str(layout)[:40]!r}')
+    if lora is not None and not isinstance(lora, str):
+        raise _Refused(400, f'"lora" is a LoRA name, got {type(lora).__name__}')
+    return text, layout, lora or None
 
 
 def _error(status: int, message: str) -> web.Response:

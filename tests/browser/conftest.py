@@ -24,6 +24,7 @@ from playwright import sync_api  # a dev extra; like Chromium, never skipped whe
 sys.path.insert(0, str(Path(__file__).parent))
 
 import fixtures
+import spec_table
 
 REPO = Path(__file__).resolve().parents[2]
 COMFYUI_PATH = Path(os.environ.get("COMFYUI_PATH") or REPO / ".host" / "ComfyUI").resolve()
@@ -86,7 +87,9 @@ def server(tmp_path_factory):
     settings.write_text(json.dumps(USER_SETTINGS))
     user_presets = base / "user" / "loradeck" / "block_presets.txt"
     user_presets.parent.mkdir(parents=True)
-    user_presets.write_text("# my presets\nSOFTFACE:IN04=0.5, OUT05=0.25\n")
+    # SOFTFACE for the editor's preset picker; the grammar table's presets, which its specs name.
+    user_presets.write_text("# my presets\nSOFTFACE:IN04=0.5, OUT05=0.25\n"
+                            + "".join(f"{name}:{text}\n" for name, text in spec_table.USER_PRESETS.items()))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     log = open(ARTIFACTS / "server.log", "w")  # noqa: SIM115 (the server writes to it until teardown)

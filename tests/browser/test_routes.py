@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import spec_table
 
 ESCAPES = [
     ("../outside/secret.safetensors", 400),
@@ -103,7 +104,7 @@ def test_presets(server):
     code, body = server.get("/loradeck/presets")
     assert code == 200
     assert body["builtin"]["INALL"] == "1,1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0"
-    assert body["user"] == {"SOFTFACE": "IN04=0.5, OUT05=0.25"}
+    assert body["user"] == {"SOFTFACE": "IN04=0.5, OUT05=0.25", **spec_table.USER_PRESETS}
 
 
 def test_hash_and_find(server):

@@ -95,10 +95,10 @@ def test_block_editor(page, server, docs_dir):
     node = stack_with_rows(page, [dict(ROWS[0])])
     widget = deck.rows_widget(page, node)
     widget.locator(".ld-blocks").click()
-    editor = widget.locator(".ld-editor")
+    editor = widget.locator('.ld-editor[data-mode="sliders"]')  # the server has read the spec
     editor.wait_for()
     assert editor.get_attribute("data-layout") == "sd1"  # from the LoRA's base model
-    assert editor.locator(".ld-cell").count() == 26  # BASE, IN00-IN11, M00, OUT00-OUT11
+    assert editor.locator(".ld-cell").count() == 28  # BASE, EMB, FINAL, IN00-IN11, M00, OUT00-OUT11
     slider = editor.locator('.ld-cell[data-block="IN04"] .ld-slider')
     slider.focus()
     for _ in range(20):  # 20 steps of 0.05: 1.0 -> 0.0
@@ -112,18 +112,17 @@ def test_block_editor(page, server, docs_dir):
         f"(id) => {APP}.graph.getNodeById(id).widgets[0].value[0].blocks === 'IN04=0, OUT05=0.5'", arg=node)
     widget.screenshot(path=str(docs_dir / "block-editor.png"))
 
-    editor.locator(".ld-preset").select_option("OUTALL")  # A1111's preset, exact on the 17-value layout
-    spec = deck.rows_of(page, node)[0]["blocks"]
-    assert spec == ("IN00=0, IN01=0, IN02=0, IN03=0, IN04=0, IN05=0, IN06=0, IN07=0, IN08=0, IN09=0, "
-                    "IN10=0, IN11=0, M00=0, OUT00=0, OUT01=0, OUT02=0")
+    editor.locator(".ld-preset").select_option("OUTALL")  # A1111's preset: its name, which the grammar reads
+    assert deck.rows_of(page, node)[0]["blocks"] == "OUTALL"
+    expect(editor.locator('.ld-cell[data-block="IN04"] .ld-cell-value')).to_have_text("0.00")
     editor.locator(".ld-preset").select_option("user:SOFTFACE")  # from the user's block_presets.txt
     assert deck.rows_of(page, node)[0]["blocks"] == "IN04=0.5, OUT05=0.25"
-    assert editor.locator('.ld-cell[data-block="OUT05"] .ld-cell-value').inner_text() == "0.25"
+    expect(editor.locator('.ld-cell[data-block="OUT05"] .ld-cell-value')).to_have_text("0.25")
     text = editor.locator(".ld-spec")
     text.fill("OUT*=0.25, BASE=0")
     text.press("Enter")
     assert deck.rows_of(page, node)[0]["blocks"] == "OUT*=0.25, BASE=0"  # the text as typed
-    assert editor.locator('.ld-cell[data-block="OUT07"] .ld-cell-value').inner_text() == "0.25"
+    expect(editor.locator('.ld-cell[data-block="OUT07"] .ld-cell-value')).to_have_text("0.25")
     editor.locator(".ld-reset").click()
     assert deck.rows_of(page, node)[0]["blocks"] == ""
     assert not page.errors, page.errors
@@ -135,10 +134,10 @@ def test_block_editor_takes_the_shape_of_other_networks(page, server):
     widget = deck.rows_widget(page, node)
     assert widget.locator(".ld-badge").inner_text() == "SD3"
     widget.locator(".ld-blocks").click()
-    editor = widget.locator(".ld-editor")
+    editor = widget.locator('.ld-editor[data-mode="sliders"]')
     editor.wait_for()
-    assert editor.get_attribute("data-layout") == "chains:J12"  # J00-J11, read from the LoRA's names
-    assert editor.locator(".ld-cell").count() == 12
+    assert editor.get_attribute("data-layout") == "lora"  # J00-J11, read from the LoRA's names
+    assert editor.locator(".ld-cell").count() == 14  # and EMB, FINAL
     slider = editor.locator('.ld-cell[data-block="J05"] .ld-slider')
     slider.focus()
     for _ in range(20):
@@ -430,6 +429,7 @@ def test_loader_node_info_and_block_editor(page, server):
     page.wait_for_timeout(300)
     _click_widget(page, node, "Edit block weights")
     popup = page.locator(".ld-editor-popup")
+    popup.locator('.ld-editor[data-mode="sliders"]').wait_for()
     popup.locator(".ld-preset").select_option("NOTE")  # text encoder off
     assert page.evaluate(f"(id) => {APP}.graph.getNodeById(id).widgets.find(w => w.name === 'block_weights').value",
                          node) == "BASE=0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import keysets
 import pytest
@@ -11,6 +12,8 @@ from a1111 import PRESETS as A1111_PRESETS
 from a1111 import to26 as a1111_to26
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spec_table import ERRORS, SPECS, USER_PRESETS
+from spec_table import spec as S
 
 from loader import spec
 from loader.blocks import BlockMap
@@ -74,27 +77,26 @@ def test_builtin_preset_strings_are_a1111s():
 def test_positional_vectors_of_every_length(request, family, length):
     block_map = request.getfixturevalue(family)
     values = [round(0.05 * (i + 1), 2) for i in range(length)]
-    weights = parse(",".join(map(str, values)), block_map)
+    weights = parse(S(f"vector_{family}_{length}"), block_map)
     check_a1111(weights, block_map, a1111_to26(values))
     assert f"{length} values read as A1111" in weights.summary()
 
 
 def test_base_scales_every_text_encoder(sdxl):
-    weights = parse("0.25," + ",".join(["1"] * 11), sdxl)
+    weights = parse(S("base_on_sdxl"), sdxl)
     for key in keysets.clip_keys("clip_l", "clip_g"):
         assert weights.ratio(key) == 0.25
 
 
 def test_fluxall_and_the_61_58_57_layouts(flux):
-    assert parse("FLUXALL", flux).is_uniform
-    v61 = [0.1, 0.2, 0.3] + [0.4] * 19 + [0.5] * 38 + [0.6]
-    w = parse(",".join(map(str, v61)), flux)
+    assert parse(S("fluxall"), flux).is_uniform
+    w = parse(S("flux_61"), flux)
     assert w.by_block["TE1"] == 0.1 and w.by_block["TE2"] == 0.2  # CLIP, T5
     assert w.by_block["EMB"] == 0.3 and w.by_block["FINAL"] == 0.6  # IN, OUT
     assert w.by_block["D18"] == 0.4 and w.by_block["S00"] == 0.5
-    w58 = parse(",".join(["0.7"] + ["0.2"] * 19 + ["0.3"] * 38), flux)
+    w58 = parse(S("flux_58"), flux)
     assert w58.by_block["TE1"] == w58.by_block["TE2"] == 0.7 and w58.by_block["EMB"] == 1.0
-    w57 = parse(",".join(["0.2"] * 19 + ["0.3"] * 38), flux)
+    w57 = parse(S("flux_57"), flux)
     assert w57.by_block["TE1"] == 1.0 and w57.by_block["D00"] == 0.2 and w57.by_block["S37"] == 0.3
 
 
@@ -115,60 +117,60 @@ def test_a1111_17_preset_is_refused_on_flux(flux):
 
 
 def test_named_assignments_from_the_issue(sd1, flux):
-    w = parse("IN04-IN05=0, OUT*=0.5, BASE=0.25", sd1)
+    w = parse(S("named_sd1"), sd1)
     assert w.by_block["IN04"] == w.by_block["IN05"] == 0 and w.by_block["IN06"] == 1
     assert all(w.by_block[f"OUT{i:02d}"] == 0.5 for i in range(12))
     assert w.by_block["BASE"] == 0.25 and w.by_block["M00"] == 1 and w.by_block["FINAL"] == 1
-    w = parse("D00-D05=0.5, S*=0.3", flux)
+    w = parse(S("named_flux"), flux)
     assert [w.by_block[f"D{i:02d}"] for i in range(7)] == [0.5] * 6 + [1.0]
     assert all(w.by_block[f"S{i:02d}"] == 0.3 for i in range(38))
-    w = parse("default=0, M00=1", sd1)
+    w = parse(S("default_first"), sd1)
     assert w.by_block["M00"] == 1 and sum(w.by_block.values()) == 1
 
 
 def test_default_applies_first_whatever_its_place(sd1):
-    assert parse("M00=1, default=0", sd1).by_block == parse("default=0, M00=1", sd1).by_block
+    assert parse(S("default_last"), sd1).by_block == parse(S("default_first"), sd1).by_block
 
 
 def test_ranges_run_in_network_order_across_the_middle(sd1):
-    w = parse("IN08-OUT01=0", sd1)
+    w = parse(S("range_across_middle"), sd1)
     assert {b for b, v in w.by_block.items() if v == 0} == {"IN08", "IN09", "IN10", "IN11", "M00", "OUT00", "OUT01"}
-    assert parse("OUT01-IN08=0", sd1).by_block == w.by_block  # either direction, as A1111's hyphener
+    assert parse(S("range_reversed"), sd1).by_block == w.by_block  # either direction, as A1111's hyphener
 
 
 def test_not_and_space_separated_lists(sd1):
-    w = parse("NOT IN04 OUT05 M00=0", sd1)
+    w = parse(S("not_list"), sd1)
     assert {b for b, v in w.by_block.items() if v == 1} == {"IN04", "OUT05", "M00"}
 
 
 def test_aliases(sd1, sdxl, flux):
-    assert parse("MID=0", sd1).by_block["M00"] == 0
-    w = parse("TE=0", sdxl)
+    assert parse(S("alias_mid"), sd1).by_block["M00"] == 0
+    w = parse(S("alias_te"), sdxl)
     assert w.by_block["TE1"] == w.by_block["TE2"] == 0
-    assert parse("CLIP_G=0.5", sdxl).by_block["TE2"] == 0.5
-    w = parse("T5=0, DOUBLE=0.5, IN=0.2, OUT=0.1", flux)
+    assert parse(S("alias_clip_g"), sdxl).by_block["TE2"] == 0.5
+    w = parse(S("aliases_flux"), flux)
     assert w.by_block["TE2"] == 0 and w.by_block["TE1"] == 1 and w.by_block["D07"] == 0.5
     assert w.by_block["EMB"] == 0.2 and w.by_block["FINAL"] == 0.1 and w.by_block["S00"] == 1
 
 
 def test_case_insensitive_ids_and_presets(sd1):
-    assert parse("in04=0; m00=0.5", sd1).by_block["IN04"] == 0
-    assert parse("midd", sd1).by_block == parse("MIDD", sd1).by_block
+    assert parse(S("lower_case"), sd1).by_block["IN04"] == 0
+    assert parse(S("preset_lower_case"), sd1).by_block == parse(S("preset"), sd1).by_block
 
 
 def test_variables_and_halves(sd1):
-    w = parse("A=0.6; B=0.2; IN04=A, IN05=a, OUT03=B, OUT04=b", sd1)
+    w = parse(S("variables"), sd1)
     assert (w.by_block["IN04"], w.by_block["IN05"], w.by_block["OUT03"], w.by_block["OUT04"]) == (0.6, 0.3, 0.2, 0.1)
     assert parse("IN04=A", sd1, a=2.5).by_block["IN04"] == 2.5
-    assert parse("A,1,1,1,1,1,1,1,1,1,1,1,B,B,B,B,B", sd1, a=0.3, b=0.7).by_block["OUT11"] == 0.7
+    assert parse(S("variables_in_vector"), sd1, a=0.3, b=0.7).by_block["OUT11"] == 0.7
 
 
 def test_random_values_are_seeded_and_in_their_documented_ranges(sd1):
-    text = ",".join(["R"] * 8 + ["U"] * 9)
+    text = S("random")
     first, again = parse(text, sd1, seed=7), parse(text, sd1, seed=7)
     assert first.by_block == again.by_block
     assert first.by_block != parse(text, sd1, seed=8).by_block
-    assert parse("SEED=7; " + text, sd1).by_block == first.by_block
+    assert parse(S("random_seeded"), sd1).by_block == first.by_block
     for i, block in enumerate(ID17):
         if block == "BASE":
             continue
@@ -181,25 +183,25 @@ def test_elemental_multiplies_and_replaces(sd1):
     attn2 = "diffusion_model.input_blocks.5.1.transformer_blocks.0.attn2.to_k.weight"
     attn1 = "diffusion_model.input_blocks.5.1.transformer_blocks.0.attn1.to_q.weight"
     proj = "diffusion_model.output_blocks.5.1.proj_in.weight"
-    w = parse("IN05=0.8; @IN05-OUT05:attn2:0.5", sd1)
+    w = parse(S("elemental"), sd1)
     assert w.ratio(attn2) == pytest.approx(0.4) and w.ratio(attn1) == 0.8
-    w = parse("@OUT05:NOT attn proj:=0.2", sd1)  # A1111 lbwe: replace, everything but attn/proj
+    w = parse(S("elemental_not_replace"), sd1)  # A1111 lbwe: replace, everything but attn/proj
     assert w.ratio(proj) == 1.0
     assert w.ratio("diffusion_model.output_blocks.5.0.in_layers.2.weight") == 0.2
-    w = parse("@::0", sd1)
+    w = parse(S("elemental_everything"), sd1)
     assert all(w.ratio(k) == 0 for k in keysets.sd1())
 
 
 def test_elemental_last_match_wins(sd1):
     key = "diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
-    assert parse("@IN04:attn:0.5; @IN04:attn1:0.25", sd1).ratio(key) == 0.25
-    assert parse("@IN04:attn1:0.25; @IN04:attn:0.5", sd1).ratio(key) == 0.5
+    assert parse(S("elemental_last_wins"), sd1).ratio(key) == 0.25
+    assert parse(S("elemental_first_loses"), sd1).ratio(key) == 0.5
 
 
 def test_elemental_on_fused_flux_weights(flux):
     qkv = "diffusion_model.double_blocks.3.img_attn.qkv.weight"
     linear1 = "diffusion_model.single_blocks.5.linear1.weight"
-    w = parse("@D*:img_attn.qkv.q:0; @S*:linear1.mlp:0.5; @DOUBLE:txt_mlp:0.3", flux)
+    w = parse(S("elemental_fused"), flux)
     assert [w.ratio(qkv, (0, i * 8, 8)) for i in range(3)] == [0.0, 1.0, 1.0]
     assert w.ratio(linear1, (0, 0, 24)) == 1.0 and w.ratio(linear1, (0, 24, 32)) == 0.5
     assert w.ratio("diffusion_model.double_blocks.0.txt_mlp.0.weight") == 0.3
@@ -208,27 +210,26 @@ def test_elemental_on_fused_flux_weights(flux):
     assert w.ratio(qkv) == 1.0 and w.warnings  # one patch over parts that differ: flagged, not guessed
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("IN99=1", "unknown block id 'IN99'"),
-    ("IN04=1, XX=2", "character 9: unknown block id 'XX'"),
-    ("FOO", "'FOO' is not a preset"),
-    ("IN04=x", "character 6: 'x' is not a value"),
-    ("1,,1", "character 3"),
-    ("IN04=nan", "not a value"),
-    ("IN04=1e9", "outside"),
-    ("IN04", "not a preset"),
-    ("IN04=1, 0.5", "should look like TARGET=value"),
-    ("@IN04:attn", "@BLOCKS:ELEMENTS:value"),
-    ("@IN04:atn1:0", "element 'atn1' matches no weight"),
-    ("NOT=0", "NOT needs a block"),
-    ("Q*=1", "matches no block"),
-    ("IN04-OUT=1", "single block ids at both ends"),
-    ("A=x; IN04=A", "A must be set to a number"),
-    ("IN04=\x00", "control character"),
-])
+@pytest.mark.parametrize(("text", "message"), ERRORS)
 def test_errors_name_the_problem_and_place(sd1, text, message):
-    with pytest.raises(SpecError, match=message):
+    with pytest.raises(SpecError, match=message) as raised:
         parse(text, sd1)
+    where = re.match(r"character (\d+):", str(raised.value))
+    assert raised.value.position == (int(where.group(1)) if where else None)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_spec_of_the_table_reads_on_its_model(request, name):
+    family, text = SPECS[name]
+    block_map = request.getfixturevalue(family)
+    weights = parse(text, block_map, presets=USER_PRESETS)
+    assert all(math.isfinite(weights.ratio(key)) for key in block_map._by_key)
+    assert weights.summary()
+
+
+def test_exponents(sd1):
+    w = parse(S("exponents"), sd1)
+    assert (w.by_block["IN04"], w.by_block["OUT05"], w.by_block["M00"]) == (0.5, 1.5, -0.25)
 
 
 def test_huge_specs_fail_fast(sd1):
@@ -246,17 +247,17 @@ def test_presets_cannot_nest(sd1):
 
 
 def test_user_presets_are_specs(sd1):
-    w = parse("FACE; IN04=0.5", sd1, presets={"FACE": "default=0; OUT03-OUT05=1; BASE=1"})
+    w = parse(S("user_preset"), sd1, presets=USER_PRESETS)
     assert w.by_block["OUT04"] == 1 and w.by_block["IN04"] == 0.5 and w.by_block["IN05"] == 0
 
 
 def test_empty_spec_is_uniform(sd1):
-    assert parse("", sd1).is_uniform and parse(None, sd1).is_uniform and parse("  ;\n ", sd1).is_uniform
-    assert not parse("IN04=0.5", sd1).is_uniform
+    assert parse(S("empty"), sd1).is_uniform and parse(None, sd1).is_uniform and parse(S("blank"), sd1).is_uniform
+    assert not parse(S("one_assignment"), sd1).is_uniform
 
 
 def test_single_number_sets_every_slot(sd1):
-    assert set(parse("0.5", sd1).by_block.values()) == {0.5}
+    assert set(parse(S("single_number"), sd1).by_block.values()) == {0.5}
 
 
 _ALPHABET = "IN0O1UT-*=,;@: .AMDSBRx5\n"
@@ -290,13 +291,13 @@ def test_layouts_are_listed_for_every_family(sd1, flux):
 
 
 def test_presets_may_set_variables_but_the_spec_wins(sd1):
-    mine = {"AOUT": "A=0.3; OUT*=A", "RND": "SEED=5; IN04=R"}
-    assert parse("AOUT", sd1, presets=mine).by_block["OUT03"] == 0.3
-    assert parse("A=0.9; AOUT", sd1, presets=mine).by_block["OUT03"] == 0.9
-    assert parse("RND", sd1, presets=mine).by_block == parse("SEED=5; IN04=R", sd1).by_block
+    mine = USER_PRESETS
+    assert parse(S("user_preset_variables"), sd1, presets=mine).by_block["OUT03"] == 0.3
+    assert parse(S("spec_variables_win"), sd1, presets=mine).by_block["OUT03"] == 0.9
+    assert parse(S("user_preset_seed"), sd1, presets=mine).by_block == parse(S("seeded_like_the_preset"), sd1).by_block
 
 
 def test_inspire_labelled_vectors(sd1):
-    assert parse("MYFACE:" + ",".join(map(str, A1111_PRESETS["MIDD"])), sd1).by_block == parse("MIDD", sd1).by_block
+    assert parse(S("inspire_label"), sd1).by_block == parse(S("preset"), sd1).by_block
     with pytest.raises(SpecError, match="character 8: 'x' is not a value"):
         parse("LABEL: x,1", sd1)

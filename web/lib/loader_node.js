@@ -1,10 +1,9 @@
 // Extras on the single-LoRA LoraDeckLoader node: an info button and a block editor for block_weights.
-import { BASE_TO_LAYOUT, layoutForBlocks } from "./blocks.js";
 import { app, graphChanged } from "./comfy.js";
 import { el, floating } from "./dom.js";
 import { blockEditor } from "./editor.js";
 import { openInfo } from "./info.js";
-import { loraEnergy, loraInfo } from "./server.js";
+import { loraEnergy } from "./server.js";
 
 function button(node, label, action) {
   const widget = node.addWidget("button", label, null, action);
@@ -23,14 +22,13 @@ export function loaderTools(node) {
     const target = find("block_weights");
     if (!target) return;
     const name = find("lora_name")?.value;
-    const base = name ? (await loraInfo(name).catch(() => ({}))).base : null;
     const energy = name ? await loraEnergy(name).catch(() => null) : null;
     const panel = el("div.ld-floating.ld-editor-popup", {}, el("div.ld-info-head", {}, "Block weights",
       el("button.ld-btn.ld-close", { onclick: () => close() }, "✕")));
     const { close } = floating(panel);
     panel.append(blockEditor({
       spec: target.value ?? "",
-      layout: BASE_TO_LAYOUT[base] ?? (energy && layoutForBlocks(energy.blocks)) ?? "sd1",
+      lora: name || null,
       energy: energy ? new Map(Object.entries(energy.shares)) : null,
       onChange: (spec) => {
         target.value = spec;

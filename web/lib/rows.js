@@ -1,8 +1,7 @@
 // The LoraDeckStack rows widget. Its value is the list of row objects
-// {on, lora, strength, clip_strength, blocks[, sha256]}; the frontend stores that value in the workflow
+// {on, lora, strength, clip_strength, blocks[, sha256, size]}; the frontend stores that value in the workflow
 // and sends it in the API prompt as {"__value__": [...]}, so rows travel with every save, export,
 // paste, subgraph and undo step without any code of ours on those paths.
-import { BASE_TO_LAYOUT, layoutForBlocks } from "./blocks.js";
 import { graphChanged, toast } from "./comfy.js";
 import { el, icon } from "./dom.js";
 import { blockEditor } from "./editor.js";
@@ -97,8 +96,11 @@ export function rowsWidget(node, inputName) {
       return;
     }
     delete row.sha256;
+    delete row.size;
     const hashed = loraHash(name).then((h) => {
-      if (row.lora === name) row.sha256 = h.sha256;
+      if (row.lora !== name) return;
+      row.sha256 = h.sha256;
+      if (Number.isInteger(h.size)) row.size = h.size; // lets Find by hash read only files of this size
     }, () => {});
     await Promise.race([hashed, new Promise((resolve) => setTimeout(resolve, 500))]);
   }
@@ -120,7 +122,7 @@ export function rowsWidget(node, inputName) {
     let matches = [];
     if (row.sha256) {
       try {
-        matches = await findByHash(row.sha256);
+        matches = await findByHash(row.sha256, row.size ?? null);
       } catch (e) {
         toast("warn", "LoRA Deck", `Search by hash failed: ${e.message}`);
       }
@@ -275,11 +277,14 @@ export function rowsWidget(node, inputName) {
 
   function editorHost(row) {
     const host = el("div.ld-editor-host", {}, el("div.ld-muted", {}, "…"));
-    const build = (base, energy) => {
+    const lora = row.lora && !missing.has(row) ? row.lora : null;
+    const build = (energy) => {
       host.replaceChildren(blockEditor({
         spec: row.blocks,
+        lora,
+        layout: layoutChoice.get(row),
         energy: energy ? new Map(Object.entries(energy.shares)) : null,
-        layout: layoutChoice.get(row) ?? BASE_TO_LAYOUT[base] ?? (energy && layoutForBlocks(energy.blocks)) ?? "sd1",
+        onDraw: () => fit(),
         onChange: (spec, layout) => {
           layoutChoice.set(row, layout);
           row.blocks = spec;
@@ -291,10 +296,8 @@ export function rowsWidget(node, inputName) {
       }));
       fit();
     };
-    if (row.lora && !missing.has(row)) {
-      Promise.all([loraInfo(row.lora), loraEnergy(row.lora).catch(() => null)])
-        .then(([info, energy]) => build(info.base, energy), () => build(null));
-    } else build(null);
+    if (lora) loraEnergy(lora).then(build, () => build(null));
+    else build(null);
     return host;
   }
 

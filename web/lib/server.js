@@ -7,8 +7,8 @@ const LIST_MAX_AGE_MS = 5000; // files added to the folders show up without a pa
 const infoCache = new Map();
 const hashCache = new Map();
 
-async function getJson(path) {
-  const response = await api.fetchApi(path);
+async function getJson(path, options) {
+  const response = await api.fetchApi(path, options);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
   return body;
@@ -81,9 +81,21 @@ export function loraEnergy(name) {
   return energyCache.get(name);
 }
 
-/** Names of the LoRAs whose SHA-256 is `sha256` (a moved or renamed file). */
-export async function findByHash(sha256) {
-  return (await getJson(`/loradeck/find?sha256=${q(sha256)}`)).matches;
+/** Names of the LoRAs whose SHA-256 is `sha256` (a moved or renamed file); `size` (bytes), when the row
+ * knows it, lets the server hash only files of that size. */
+export async function findByHash(sha256, size = null) {
+  const bySize = Number.isInteger(size) && size >= 0 ? `&size=${size}` : "";
+  return (await getJson(`/loradeck/find?sha256=${q(sha256)}${bySize}`)).matches;
+}
+
+/**
+ * How the server's grammar reads a block-weight spec on a layout (sd1 | sdxl | flux | lora, or null to let
+ * the row's LoRA choose): the layout's slots, each slot's ratio, the reading, or an error and its position.
+ */
+export function readSpec({ spec, layout = null, lora = null }) {
+  return getJson("/loradeck/spec", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ spec, layout, lora }),
+  });
 }
 
 export function forgetLoras() {
