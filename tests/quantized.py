@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gguf
 import numpy as np
 import torch
@@ -87,7 +89,7 @@ def scaled_fp8_state_dict(state_dict: dict[str, torch.Tensor], linear_keys: list
         scale = weight.abs().max() / torch.finfo(dtype).max
         out[key] = (weight / scale).to(dtype)
         out[key.removesuffix("weight") + "scale_weight"] = scale.reshape(())
-    out["scaled_fp8"] = torch.empty(0, dtype=dtype)
+    out["scaled_fp8"] = torch.zeros(2, dtype=dtype)  # two elements: no input scaling (fp8 matmul off)
     return out
 
 
@@ -155,3 +157,56 @@ def pack_linears_(module: torch.nn.Module) -> list[str]:
             layer.set_weight(layer.weight.data)
             keys.append(f"{name}.weight")
     return keys
+
+
+# --- the stack under test and the host's own loader, on the same model ---------------------------------------
+
+LORA_TARGETS = {
+    "Flux": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+             "ff.net.0.proj", "ff.net.2", "ff_context.net.2", "norm1.linear", "proj_mlp", "proj_out"],
+    "SD3": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_v_proj", "to_add_out", "ff.net.0.proj",
+            "ff.net.2", "ff_context.net.2", "norm1.linear"],
+}
+STRENGTHS = (0.8, -0.6)
+
+
+def make_loras(folder: str | os.PathLike, family: str, tag: str) -> list[tuple[str, float]]:
+    """Two diffusers/PEFT LoRAs (ranks 4 and 8) for the family's miniature, as stack rows (name, strength).
+
+    alpha = rank: the host reads diffusers files without their alpha, so only then is it right about them."""
+    import producers
+
+    model, pipeline = {"Flux": (producers.diffusers_flux, "FluxPipeline"),
+                       "SD3": (producers.diffusers_sd3, "StableDiffusion3Pipeline")}[family]
+    rows = []
+    for i, strength in enumerate(STRENGTHS):
+        name = f"{tag}_{family}_{i}.safetensors"
+        trained = producers.attach_lora(model(), LORA_TARGETS[family][i:], rank=4 * (i + 1), alpha=4 * (i + 1),
+                                        seed=60 + i)
+        producers.save_peft(os.path.join(folder, name), pipeline, transformer=trained)
+        rows.append((name, strength))
+    return rows
+
+
+def deck_stack(model, rows):
+    """LoRA Deck's stack (LoraDeckStack → LoraDeckApply) on `model`: (patched model, report text)."""
+    import nodes
+
+    (stack,) = nodes.NODE_CLASS_MAPPINGS["LoraDeckStack"].execute(
+        rows=[{"lora": name, "strength": strength} for name, strength in rows]).args
+    new_model, _, report = nodes.NODE_CLASS_MAPPINGS["LoraDeckApply"].execute(model=model, lora_stack=stack).args
+    return new_model, report
+
+
+def host_stack(model, rows):
+    """The host's core LoraLoaderModelOnly once per row (comfy.sd.load_lora_for_models)."""
+    import nodes
+
+    loader = nodes.NODE_CLASS_MAPPINGS["LoraLoaderModelOnly"]()
+    for name, strength in rows:
+        (model,) = loader.load_lora_model_only(model, name, strength)
+    return model
+
+
+def patched_keys(*patchers) -> list[str]:
+    return sorted({key for patcher in patchers for key, patches in patcher.patches.items() if patches})

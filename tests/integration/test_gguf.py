@@ -22,7 +22,6 @@ import comfy.supported_models
 import comfy.utils
 import folder_paths
 import hosting
-import producers
 import pytest
 import quantized
 import torch
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.skipif(
                           "(test_quantized.py's packed-layer contract test runs instead)")
 
 TOLERANCE = 1e-5
-FLUX_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-                "ff.net.0.proj", "ff.net.2", "ff_context.net.2", "norm1.linear", "proj_mlp", "proj_out"]
-SD3_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_v_proj", "to_add_out", "ff.net.0.proj",
-               "ff.net.2", "ff_context.net.2", "norm1.linear"]
-ROWS = [("gguf_{}_a.safetensors", 0.8), ("gguf_{}_b.safetensors", -0.6)]
 CPU = torch.device("cpu")
 
 
@@ -62,10 +56,10 @@ def unet_dir(tmp_path_factory):
     paths.remove(str(folder))
 
 
-def flux_gguf(peer, path):
+def flux_gguf(peer, path, base):
     """The miniature Flux from a .gguf file, built the way UnetLoaderGGUF builds a detected model."""
     state_dict = peer.gguf_sd_loader(str(path))
-    config = comfy.supported_models.Flux(dict(hosting.FLUX_DIT))
+    config = comfy.supported_models.Flux(dict(base.model.model_config.unet_config))
     config.set_inference_dtype(torch.float32, None)
     config.custom_operations = peer.GGMLOps()
     model = config.get_model(state_dict, "")
@@ -73,37 +67,26 @@ def flux_gguf(peer, path):
     return peer.GGUFModelPatcher.clone(comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU))
 
 
-def sd3_gguf(peer, path):
+def sd3_gguf(peer, path, base):
     return nodes.NODE_CLASS_MAPPINGS["UnetLoaderGGUF"]().load_unet(path.name)[0]
 
 
-FAMILIES = {
-    "Flux": (6, "flux", flux_gguf, producers.diffusers_flux, FLUX_TARGETS, "FluxPipeline"),
-    "SD3": (7, "sd3", sd3_gguf, producers.diffusers_sd3, SD3_TARGETS, "StableDiffusion3Pipeline"),
-}
+FAMILIES = {"Flux": (6, "flux", flux_gguf), "SD3": (7, "sd3", sd3_gguf)}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def family_loras(request, loras_dir, pack):
-    """Two diffusers/PEFT LoRAs (ranks 4 and 8) for the family's miniature; alpha = rank, as the host reads
-    diffusers files without their alpha (it would scale ours and the producer's by alpha/rank)."""
-    family = request.param
-    _, _, _, diffusers_model, targets, pipeline = FAMILIES[family]
-    for i, (name, _) in enumerate(ROWS):
-        trained = producers.attach_lora(diffusers_model(), targets[i:], rank=4 * (i + 1), alpha=4 * (i + 1),
-                                         seed=60 + i)
-        producers.save_peft(str(loras_dir / name.format(family)), pipeline, transformer=trained)
-    return family
+    return request.param, quantized.make_loras(loras_dir, request.param, "gguf")
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["Q8_0", "Q6_K"])
 def gguf_model(request, peer, unet_dir, family_loras):
-    family, k_quant = family_loras, request.param
-    seed, arch, load, *_ = FAMILIES[family]
+    (family, rows), k_quant = family_loras, request.param
+    seed, arch, load = FAMILIES[family]
     base = hosting.mini_model(family, seed=seed)
     path = unet_dir / f"mini_{family}_{'q6_k' if k_quant else 'q8_0'}.gguf"
     types = quantized.write_gguf(str(path), base.model.diffusion_model.state_dict(), arch, k_quant)
-    return family, load(peer, path), types
+    return family, rows, load(peer, path, base), types
 
 
 def forward_weights(peer, patcher, keys) -> dict[str, torch.Tensor]:
@@ -123,33 +106,19 @@ def forward_weights(peer, patcher, keys) -> dict[str, torch.Tensor]:
 
 
 def changes(peer, patcher, base_weights) -> dict[str, torch.Tensor]:
-    keys = [key for key, patches in patcher.patches.items() if patches]
+    keys = quantized.patched_keys(patcher)
     weights = forward_weights(peer, patcher, keys)
     return {key: weights[key] - base_weights[key] for key in keys}
 
 
-def host_stack(model, family):
-    loader = nodes.NODE_CLASS_MAPPINGS["LoraLoaderModelOnly"]()
-    for name, strength in ROWS:
-        (model,) = loader.load_lora_model_only(model, name.format(family), strength)
-    return model
-
-
-def deck_stack(model, family):
-    (stack,) = nodes.NODE_CLASS_MAPPINGS["LoraDeckStack"].execute(
-        rows=[{"lora": name.format(family), "strength": strength} for name, strength in ROWS]).args
-    new_model, _, report = nodes.NODE_CLASS_MAPPINGS["LoraDeckApply"].execute(model=model, lora_stack=stack).args
-    return new_model, report
-
-
 def test_stack_on_gguf_equals_host_loader(peer, gguf_model):
-    family, model, types = gguf_model
+    family, rows, model, types = gguf_model
     assert isinstance(model, peer.GGUFModelPatcher)
-    ours, report = deck_stack(model, family)
-    host = host_stack(model, family)
+    ours, report = quantized.deck_stack(model, rows)
+    host = quantized.host_stack(model, rows)
     assert "do not fit" not in report and "matched nothing" not in report, report
     assert isinstance(ours, peer.GGUFModelPatcher)
-    keys = sorted(set(ours.patches) | set(host.patches))
+    keys = quantized.patched_keys(ours, host)
     base = forward_weights(peer, model, keys)
     ours_changes, host_changes = changes(peer, ours, base), changes(peer, host, base)
     assert worst_relative_error(ours_changes, host_changes) <= TOLERANCE
@@ -163,9 +132,9 @@ def test_stack_on_gguf_equals_host_loader(peer, gguf_model):
 def test_fused_patch_survives_gguf_moving_its_data(peer, gguf_model):
     """GGUF moves patch data with `move_patch_to_device` and a host may rebuild a patch as
     `type(patch)(loaded_keys, moved weights)`: the rebuilt stack patch gives the same weights."""
-    family, model, _ = gguf_model
-    ours, _ = deck_stack(model, family)
-    keys = [key for key, patches in ours.patches.items() if patches]
+    _, rows, model, _ = gguf_model
+    ours, _ = quantized.deck_stack(model, rows)
+    keys = quantized.patched_keys(ours)
     base = forward_weights(peer, model, keys)
     before = changes(peer, ours, base)
     rebuilt = ours.clone()
