@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import gguf
@@ -91,6 +92,32 @@ def scaled_fp8_state_dict(state_dict: dict[str, torch.Tensor], linear_keys: list
         out[key.removesuffix("weight") + "scale_weight"] = scale.reshape(())
     out["scaled_fp8"] = torch.zeros(2, dtype=dtype)  # two elements: no input scaling (fp8 matmul off)
     return out
+
+
+def nvfp4_state_dict(state_dict: dict[str, torch.Tensor], linear_keys: list[str]) -> dict[str, torch.Tensor]:
+    """comfy-kitchen's nvfp4 checkpoint layout (0.8.0), made by comfy-kitchen's own quantize: per linear layer the
+    packed weight (rows, cols/2) in uint8, its fp8 block scales `weight_scale`, its tensor scale `weight_scale_2`
+    and the `comfy_quant` record naming the format."""
+    from comfy_kitchen.tensor import TensorCoreNVFP4Layout
+
+    out = dict(state_dict)
+    record = torch.tensor(list(json.dumps({"format": "nvfp4"}).encode()), dtype=torch.uint8)
+    for key in linear_keys:
+        qdata, params = TensorCoreNVFP4Layout.quantize(state_dict[key].to(torch.float32))
+        for suffix, tensor in TensorCoreNVFP4Layout.state_dict_tensors(qdata, params).items():
+            out[key + suffix] = tensor
+        out[key.removesuffix("weight") + "comfy_quant"] = record.clone()
+    return out
+
+
+def nvfp4_step(weight, values: torch.Tensor) -> torch.Tensor:
+    """One fp4 (e2m1: 0, ½, 1, 1½, 2, 3, 4, 6) step at each value of an nvfp4 QuantizedTensor, in weight units.
+
+    Each element's scale (block scale × tensor scale) is read by comfy-kitchen's own dequantize of code 1.0."""
+    ones = torch.full_like(weight._qdata, 0x22)  # two e2m1 codes 0b0010 = 1.0 per byte
+    scale = weight.layout_cls.dequantize(ones, weight._params).to(torch.float32).reshape(values.shape)
+    codes = (values / scale).abs()
+    return torch.where(codes < 2, 0.5, torch.where(codes < 4, 1.0, 2.0)) * scale
 
 
 def fp8_step(values: torch.Tensor, dtype=torch.float8_e4m3fn) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import comfy.sd
 import comfy.utils
+import comfyui_version
 import hosting
 import pytest
 import quantized
@@ -55,6 +56,14 @@ def scaled_fp8_sd3():
         return comfy.sd.load_diffusion_model_state_dict(state_dict)
 
 
+def nvfp4_sd3():
+    """The miniature SD3 as a comfy-kitchen nvfp4 checkpoint, loaded by the host's own diffusion-model loader."""
+    reference = hosting.mini_model("SD3", seed=SEED).model.diffusion_model
+    state_dict = quantized.nvfp4_state_dict(reference.state_dict(), quantized.linear_weight_keys(reference))
+    with torch.inference_mode():
+        return comfy.sd.load_diffusion_model_state_dict(state_dict)
+
+
 def stored_weights(patcher, keys) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """key → (weight as stored after the host patched it, dequantized by its layer; the format's rounding step).
 
@@ -82,6 +91,8 @@ def _stored_weights(patcher, keys):
 def rounding_step(layer, name, tensor, value) -> torch.Tensor:
     """One rounding step of the weight's stored format at each element's magnitude."""
     params = getattr(tensor, "_params", None)  # comfy-kitchen's QuantizedTensor (0.8.0)
+    if getattr(tensor, "_layout_cls", None) == "TensorCoreNVFP4Layout":
+        return quantized.nvfp4_step(tensor, value)
     scale = params.scale if params is not None else getattr(layer, "scale_weight", None)  # scaled fp8 (0.3.75)
     if name != "weight" or (scale is None and not hasattr(layer, "weight_shape")):
         return value.abs() * 2 ** -20  # a float32 tensor: the host's fp32 arithmetic only
@@ -134,5 +145,22 @@ def test_scaled_fp8_checkpoint(sd3_rows):
     model = scaled_fp8_sd3()
     layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
     assert "float8" in str(getattr(layer.weight, "_qdata", layer.weight).dtype), type(layer).__qualname__
+    figures = compare_with_host(model, sd3_rows)
+    assert figures["differing"] < 0.05
+
+
+def host_has_nvfp4() -> bool:
+    import comfy.quant_ops
+
+    return "nvfp4" in getattr(comfy.quant_ops, "QUANT_ALGOS", {})
+
+
+@pytest.mark.skipif(not host_has_nvfp4(), reason=f"this host (ComfyUI {comfyui_version.__version__}) has no nvfp4 "
+                                                 "layers (comfy-kitchen's nvfp4 arrived with 0.8.0)")
+def test_nvfp4_checkpoint(sd3_rows):
+    """comfy-kitchen's nvfp4 (weights packed two to a byte, (rows, cols/2)), dequantized and re-quantized on the CPU."""
+    model = nvfp4_sd3()
+    layer = model.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
+    assert tuple(layer.weight.shape) == (384, 128) and tuple(layer.weight._qdata.shape) == (384, 64)
     figures = compare_with_host(model, sd3_rows)
     assert figures["differing"] < 0.05
