@@ -19,6 +19,7 @@ from comfy.weight_adapter.base import WeightAdapterBase
 from ..loader import cache, files, fuse, spec
 from ..loader.blocks import BlockMap
 from ..loader.plan import Contribution, LoraApplyError, LoraReport, ModelFacts, plan_entry, report_text
+from ..loader.shapes import weight_shapes
 from ..loader.stack import StackEntry
 from . import block_presets, folders
 
@@ -147,9 +148,10 @@ def apply_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = 
 
 
 def shapes_of(model, clip) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Every weight's shape, per target ("model", "clip")."""
-    return {"model": _shapes(model.model if model is not None else None),
-            "clip": _shapes(clip.cond_stage_model if clip is not None else None)}
+    """Every weight's logical shape, per target ("model", "clip"): what the layer computes with, not what a
+    quantized layer stores (GGUF blocks, packed nvfp4)."""
+    return {"model": weight_shapes(model.model if model is not None else None),
+            "clip": weight_shapes(clip.cond_stage_model if clip is not None else None)}
 
 
 def block_map_of(model, clip, shapes: dict | None = None) -> BlockMap:
@@ -178,7 +180,3 @@ def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
         target = getattr(patcher, "patcher", patcher)  # a CLIP holds its ModelPatcher
         if target is not None and hasattr(target, "set_attachments"):
             target.set_attachments("lora_metadata", metadata)
-
-
-def _shapes(module) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()} if module is not None else {}
