@@ -3,10 +3,14 @@
 Stacking N LoRAs the usual way costs, per weight, N matrix products of rank r, N full-size temporaries and
 N read-modify-writes of the weight. Here the factors of consecutive low-rank entries are concatenated
 (up: [out, N·r], down: [N·r, in]) with each entry's coefficient (strength × block ratio × alpha/rank)
-folded into the smaller factor, and the weight is updated by one fp32 `addmm` in place: one pass over the
-weight, one rank-N·r product. Entries that are not low-rank (DoRA, LoHa, LoKr, full, OFT, IA3, …) are
-applied by their own `apply_` between the fused runs, so the stack order — which matters for the
-non-linear ones — is kept exactly.
+folded into the smaller factor, and the weight is updated in place by one rank-N·r product, in row blocks
+that stay in cache: the only temporaries are the factors and one row block of the product, whatever the
+weight's dtype. Entries that are not low-rank (DoRA, LoHa, LoKr, full, OFT, IA3, …) are applied by their
+own `apply_` between the fused runs, so the stack order — which matters for the non-linear ones — is kept.
+
+The product runs in the dtype the host asks patch math to run in (`intermediate_dtype`: fp32 when it
+patches once, the weight's own fp16/bf16 when it patches on every forward, as its own LoRA math does), and
+the result is added to the weight in the weight's dtype.
 
 A stack is packed into plain lists of tensors, floats and adapter objects (`pack`), the form a host can
 move between devices and rebuild from, and applied with `apply_packed`.
@@ -63,25 +67,39 @@ def rank_of(packed: Sequence) -> int:
 
 
 def apply_packed(weight: torch.Tensor, packed: Sequence, strength: float = 1.0,
-                 function: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                 function: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 intermediate_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Add every packed term to `weight` in stack order, in place; consecutive low-rank terms in one product.
 
     `strength` multiplies every coefficient; `function`, when given, maps each fused change before it is
-    added (the host's per-key transform). Returns `weight`.
+    added (the host's per-key transform); `intermediate_dtype` is the dtype the host asks the math to run
+    in. Returns `weight`.
     """
+    compute_dtype = product_dtype(intermediate_dtype, weight.device)
     run: list = []
     for item in packed:
         if item[0] == LOW_RANK:
             run.append(item)
             continue
         if run:
-            _add_low_rank_(weight, run, strength, function)
+            _add_low_rank_(weight, run, strength, function, compute_dtype)
             run = []
         _, coefficient, adapter = item
         _apply_adapter_(weight, adapter, strength * coefficient, function)
     if run:
-        _add_low_rank_(weight, run, strength, function)
+        _add_low_rank_(weight, run, strength, function, compute_dtype)
     return weight
+
+
+def product_dtype(intermediate_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype of the fused product: the host's intermediate dtype when it is fp16 or bf16, else fp32.
+
+    fp16 on a CPU runs in fp32: CPUs have no fast fp16 product (it is tens of times slower than fp32 there),
+    and fp32 is the more exact of the two.
+    """
+    if intermediate_dtype == torch.bfloat16 or (intermediate_dtype == torch.float16 and device.type != "cpu"):
+        return intermediate_dtype
+    return torch.float32
 
 
 def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,24 +130,48 @@ def stacked_factors(run: Sequence, weight: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def add_product_(target: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> None:
-    """target += up @ down for contiguous fp32 2-D tensors, with the fastest exact-fp32 product at hand.
+    """target += up @ down in place, for contiguous 2-D tensors; up and down share a dtype, which may be
+    wider than the target's (each element is then rounded once, as the sum is written back).
+
+    On accelerators a same-dtype product accumulates straight into the target (one GEMM, no temporary).
+    Otherwise it runs in row blocks of `ROW_BLOCK_ELEMENTS`: at most one block-sized temporary, and each
+    block is added while it is in cache.
+    """
+    if target.device.type != "cpu" and target.dtype == up.dtype:
+        target.addmm_(up, down)
+        return
+    rows = max(1, ROW_BLOCK_ELEMENTS // max(1, target.shape[1]))
+    add_rows_ = _row_adder(target, up, down, rows)
+    for start in range(0, target.shape[0], rows):
+        add_rows_(slice(start, start + rows))
+
+
+def _row_adder(target: torch.Tensor, up: torch.Tensor, down: torch.Tensor, rows: int) -> Callable[[slice], None]:
+    """A function adding rows `block` of up @ down to the target in place, with the fastest product at hand.
 
     On CPU, PyTorch's oneDNN linear runs about twice as fast as the BLAS behind `addmm` on AVX-512 machines
-    (and several times faster at small rank, where `addmm` is bound by reading the target); it is used when
-    this torch build has it and a probe confirms it agrees with `addmm` to fp32 accuracy.
+    (and several times faster at small rank, where `addmm` is bound by reading the target); it is used for
+    fp32 when this torch build has it and a probe confirms it agrees with `addmm` to fp32 accuracy.
     """
-    if target.device.type == "cpu" and _onednn_usable():
-        # In row blocks that stay in cache: no full-size temporary, and each block is added while it is hot.
+    if target.dtype != up.dtype:
+        # A wider product (fp32 for a half weight): each block is summed in one reused buffer of the
+        # product's dtype and written back, rounded once. (A mixed-dtype `add_` would allocate two more blocks.)
+        buffer = torch.empty(min(rows, target.shape[0]), target.shape[1], dtype=up.dtype, device=target.device)
+
+        def add_wide_(block: slice) -> None:
+            part = target[block]
+            total = buffer[:part.shape[0]]
+            total.copy_(part).addmm_(up[block], down)
+            part.copy_(total)
+        return add_wide_
+    if target.device.type == "cpu" and up.dtype == torch.float32 and _onednn_usable():
         down_t = down.t().contiguous()
-        rows = max(1, _BLOCK_ELEMENTS // max(1, target.shape[1]))
-        for start in range(0, target.shape[0], rows):
-            block = slice(start, start + rows)
-            target[block].add_(torch.ops.mkldnn._linear_pointwise(up[block], down_t, None, "none", [], ""))
-        return
-    target.addmm_(up, down)
+        return lambda block: target[block].add_(
+            torch.ops.mkldnn._linear_pointwise(up[block], down_t, None, "none", [], ""))
+    return lambda block: target[block].addmm_(up[block], down)
 
 
-_BLOCK_ELEMENTS = 1 << 19  # 2 MiB of fp32 per product block
+ROW_BLOCK_ELEMENTS = 1 << 19  # elements of one row block of the product (2 MiB in fp32)
 
 
 _onednn: list[bool] = []
@@ -156,14 +198,16 @@ def _tucker_core(mid: torch.Tensor, down: torch.Tensor, device) -> torch.Tensor:
     return torch.einsum("mn...,ni->mi...", mid, down)
 
 
-def _add_low_rank_(weight: torch.Tensor, run: Sequence, strength: float, function) -> None:
+def _add_low_rank_(weight: torch.Tensor, run: Sequence, strength: float, function,
+                   compute_dtype: torch.dtype) -> None:
     up, down = stacked_factors(run, weight)
     if strength != 1.0:
         (up if up.numel() <= down.numel() else down).mul_(strength)
-    if function is None and weight.dtype == torch.float32 and weight.is_contiguous():
-        # One pass over the weight: weight ← weight + up @ down, written in place.
+    up, down = up.to(compute_dtype), down.to(compute_dtype)
+    if function is None and weight.is_contiguous():
         add_product_(weight.view(up.shape[0], down.shape[1]), up, down)
         return
+    # The host's per-key transform maps the whole change (and a strided weight has no row view): full size.
     change = (up @ down).reshape(weight.shape)
     if function is not None:
         change = function(change)
@@ -175,10 +219,11 @@ def _apply_adapter_(weight: torch.Tensor, adapter, strength: float, function) ->
     if function is None and weight.dtype == torch.float32:
         adapter.apply_(weight, strength)
         return
-    # The adapter computes in fp32 on a copy; the change is mapped and added in the weight's own dtype.
-    result = weight.to(torch.float32, copy=True)
-    adapter.apply_(result, strength)
-    change = result - weight.to(torch.float32)
+    # The adapter computes in fp32 on a copy (one full-size temporary, as the host's own math for these
+    # types); the change is mapped and added in the weight's own dtype.
+    change = weight.to(torch.float32, copy=True)
+    adapter.apply_(change, strength)
+    change.sub_(weight)
     if function is not None:
         change = function(change)
     weight += change.to(weight.dtype)

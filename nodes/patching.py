@@ -3,9 +3,9 @@
 Key maps come from the live model (`comfy.lora.model_lora_keys_*`), so every architecture the host knows
 is covered. The whole stack becomes one patch per weight: a `FusedStackPatch` (a host weight adapter)
 holding every entry's contribution to that weight, computed when the host patches the weight as one
-fp32 matrix product over the stacked low-rank factors (`loader.fuse`); other adapter types are applied
-by themselves in stack order. Model weights are never written here, so lowvram, dynamic VRAM, hooks and
-unpatching keep working.
+matrix product over the stacked low-rank factors, in the host's intermediate dtype and in place
+(`loader.fuse`); other adapter types are applied by themselves in stack order. Model weights are never
+written here, so lowvram, dynamic VRAM, hooks and unpatching keep working.
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ class FusedStackPatch(WeightAdapterBase):
                          intermediate_dtype=torch.float32, original_weight=None):
         uses_key_function, *packed = self.weights
         # The host hands an identity lambda when the key has no transform; skipping it keeps the update in place.
-        return fuse.apply_packed(weight, packed, strength, function if uses_key_function else None)
+        # intermediate_dtype: fp32 when the host patches once (0.3.75), its compute dtype or the weight's own
+        # fp16/bf16 when it patches per forward (LowVramPatch) or on newer hosts' GPUs.
+        return fuse.apply_packed(weight, packed, strength, function if uses_key_function else None,
+                                 intermediate_dtype)
 
 
 class StackPatches:

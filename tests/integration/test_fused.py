@@ -193,3 +193,48 @@ def test_cache_is_bounded_by_bytes(stack_files, pack):
     second = cache.load(stack_files[1])
     second.adapters_for(list(second.layout.modules)[:4])
     assert cache.nbytes == second.nbytes > 0  # the older file was dropped; the one just read is kept
+
+
+
+HALF_CASES = [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float32),
+              (torch.float16, torch.float16)]
+
+
+@pytest.fixture(scope="module")
+def half_stack(stack_files, sd15, sd15_clip):
+    """Ours and the host's unfused patches for a 4-LoRA stack, and the host's fp32 result per weight."""
+    rows = [{"lora": f"fused_{i}.safetensors", "strength": STRENGTHS[i][0]} for i in range(4)]
+    ours, _, _ = deck(sd15, None, rows)
+    host, _ = host_unfused(sd15, sd15_clip, [(stack_files[i], STRENGTHS[i][0], 0.0, "") for i in range(4)])
+    base = sd15.model.state_dict()
+    fp32_results = {key: base[key].double() + change.double() for key, change in changed(host).items()}
+    return ours, host, fp32_results
+
+
+@pytest.mark.parametrize(("dtype", "intermediate"), HALF_CASES, ids=lambda d: str(d).removeprefix("torch."))
+def test_half_precision_equals_host_math_at_that_dtype(half_stack, sd15, dtype, intermediate):
+    """fp16 / bf16 weights patched as the host patches them: LowVramPatch (per forward) passes the weight's own
+    dtype as intermediate_dtype, newer hosts' patch_weight_to_device an fp16 weight with fp32 intermediate.
+
+    Reference: the host's own LoRAAdapter per file (product in intermediate_dtype, scaled, cast, added), by
+    the host's calculate_weight on the same weight at the same dtypes. Tolerance: ‖ours − host‖ ≤ 2·eps(dtype)
+    · ‖host change‖ per weight (the host rounds once per LoRA, we once per stack), and ours no farther from
+    the host's fp32 result than the host's own half-precision math is.
+    """
+    ours, host, fp32_results = half_stack
+    base = sd15.model.state_dict()
+    eps = torch.finfo(dtype).eps
+    assert ours.patches.keys() == fp32_results.keys()
+    keys = sorted(ours.patches)[::3]  # a third of the weights (convolutions and linears), for time
+    assert any(base[key].ndim == 4 for key in keys) and any(base[key].ndim == 2 for key in keys)
+    for key in keys:
+        patches = ours.patches[key]
+        weight = base[key].to(dtype)
+        target = weight.clone()
+        mine = comfy.lora.calculate_weight(patches, target, key, intermediate_dtype=intermediate)
+        assert mine.data_ptr() == target.data_ptr() and mine.dtype == dtype  # in place, in the weight's dtype
+        theirs = comfy.lora.calculate_weight(host.patches[key], weight.clone(), key, intermediate_dtype=intermediate)
+        host_change = (theirs.double() - weight.double()).norm()
+        assert (mine.double() - theirs.double()).norm() <= 2 * eps * host_change, key
+        exact = fp32_results[key]
+        assert (mine.double() - exact).norm() <= (theirs.double() - exact).norm() * 1.05, key
