@@ -9,7 +9,9 @@ real levels, blocks and transformer depths, tiny widths, every parameter filled 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import importlib
 import logging
 import os
 import sys
@@ -54,6 +56,12 @@ def boot(loras_dir: str | os.PathLike | None = None, builtin_nodes: bool = True,
     if loras_dir is not None:
         set_loras_dir(loras_dir)
     return _state["pack"]
+
+
+def host_version() -> str:
+    """The version of the host at COMFYUI_PATH, as its own comfyui_version.py states it."""
+    text = (COMFYUI_PATH / "comfyui_version.py").read_text()
+    return text.split("__version__", 1)[1].split('"')[1]
 
 
 def set_loras_dir(*dirs: str | os.PathLike) -> None:
@@ -115,6 +123,30 @@ TINY_CLIP_TEXT = {
 }
 
 
+# The dataclass a transformer family's config fills: newer hosts add required fields to some of them.
+_PARAMS = {"Flux": "comfy.ldm.flux.model.FluxParams",
+           "HunyuanVideo": "comfy.ldm.hunyuan_video.model.HunyuanVideoParams"}
+# Fields that hosts after 0.3.75 require, with the value their own detector gives the classic model
+# (0.8.0's model_detection: classic Flux txt_ids_dims [], HunyuanVideo meanflow_sum False).
+_CLASSIC_VALUES = {"txt_ids_dims": [], "meanflow_sum": False}
+
+
+def for_live_host(family: str, config: dict) -> dict:
+    """`config` plus every field the live host's parameter dataclass of `family` requires that it lacks."""
+    if family not in _PARAMS:
+        return config
+    module, name = _PARAMS[family].rsplit(".", 1)
+    fields = dataclasses.fields(getattr(importlib.import_module(module), name))
+    required = {f.name for f in fields if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - config.keys())
+    unknown = [field for field in missing if field not in _CLASSIC_VALUES]
+    if unknown:
+        raise RuntimeError(f"ComfyUI {host_version()}'s {name} requires {unknown}: add the classic model's "
+                           "values to hosting._CLASSIC_VALUES")
+    return {**config, **{field: _CLASSIC_VALUES[field] for field in missing}}
+
+
 def _patcher(model: torch.nn.Module):
     import comfy.model_patcher
 
@@ -126,7 +158,8 @@ def mini_model(family: str = "SD15", seed: int = 0, unet_config: dict | None = N
     """A ModelPatcher around a miniature diffusion model of the host's class `family` (SD15, SDXL, …)."""
     import comfy.supported_models
 
-    config = dict(unet_config or {"SD15": SD15_UNET, "SDXL": SDXL_UNET, "Flux": FLUX_DIT, "SD3": SD3_DIT}[family])
+    config = for_live_host(family, unet_config or {"SD15": SD15_UNET, "SDXL": SDXL_UNET, "Flux": FLUX_DIT,
+                                                   "SD3": SD3_DIT}[family])
     model_config = getattr(comfy.supported_models, family)(config)
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({})
@@ -241,6 +274,10 @@ class PromptFailed(AssertionError):
     pass
 
 
+# No output-cache limits, as the server's defaults; newer hosts than 0.8.0 also read "ram_inactive".
+CACHE_ARGS = {"lru": 0, "ram": 0, "ram_inactive": 0}
+
+
 class Executor:
     """The host's own PromptExecutor, kept across runs so its output cache behaves as in the real server."""
 
@@ -249,7 +286,7 @@ class Executor:
 
         self.server = _ServerStub()
         self.executor = execution.PromptExecutor(
-            self.server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+            self.server, cache_type=execution.CacheType.CLASSIC, cache_args=CACHE_ARGS)
         self.runs = 0
 
     def outcome(self, prompt: dict) -> tuple[str, object]:
