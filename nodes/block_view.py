@@ -39,9 +39,13 @@ class LoraDeckBlockView(io.ComfyNode):
         return folders.validation_error(lora_name)
 
     @classmethod
+    def fingerprint_inputs(cls, lora_name, **_):
+        return folders.file_versions([lora_name])
+
+    @classmethod
     def execute(cls, lora_name, model=None, clip=None, block_weights=""):
-        loaded = cache.shared_cache.load(folders.resolve(lora_name))
-        entries, block_map, notes = _entries(loaded, model, clip)
+        loaded, (entries, block_map, notes) = cache.shared_cache.use(
+            folders.resolve(lora_name), lambda loaded: (loaded, _entries(loaded, model, clip)))
         try:
             weights = spec.parse(block_weights or "", block_map)
         except spec.SpecError as e:

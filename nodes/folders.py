@@ -38,6 +38,19 @@ def _check_header(path: str, identity: tuple[str, int, int]) -> None:
     files.read_header(path)
 
 
+def file_versions(wanted) -> str:
+    """The version on disk of each named LoRA (loader/versions.py), as a node's input fingerprint: the host
+    runs a node again when a file it names was replaced, even with the same size and mtime."""
+    parts = []
+    for name in wanted:
+        try:
+            version = files.file_identity(resolve(name))
+            parts.append(f"{name} {version.fingerprint} {version.stat_part}")
+        except (names.LoraNameError, files.LoraFileError) as e:
+            parts.append(f"{name} {e}")
+    return "\n".join(parts)
+
+
 def validation_error(name: str) -> bool | str:
     """True when the name resolves to a readable file, else the message the host shows before the workflow runs."""
     try:

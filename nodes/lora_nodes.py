@@ -63,6 +63,10 @@ class LoraDeckLoader(io.ComfyNode):
         return folders.validation_error(lora_name)
 
     @classmethod
+    def fingerprint_inputs(cls, lora_name, **_):
+        return folders.file_versions([lora_name])
+
+    @classmethod
     def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights="",
                 skip_unloadable=False, split_qkv_scale="auto"):
         if strength_model == 0 and (clip is None or strength_clip == 0):
@@ -98,6 +102,13 @@ class LoraDeckStack(io.ComfyNode):
         except (stack.StackError, ValueError) as e:
             return str(e)
         return True
+
+    @classmethod
+    def fingerprint_inputs(cls, rows=None, **_):
+        try:
+            return folders.file_versions(row.lora for row in stack.rows_from_value(rows) if row.on and row.lora)
+        except (stack.StackError, ValueError) as e:
+            return str(e)
 
     @classmethod
     def execute(cls, lora_stack=None, rows=None):
