@@ -3,9 +3,10 @@
 Size and mtime alone cannot tell two versions apart: `cp -p`, `rsync -t`, unzip, sync clients and FAT/SMB
 timestamps give a replaced file the old size and mtime. A version is therefore the file's size, mtime and
 ctime (no user tool can set ctime; it moves on every write), its inode and device (a file renamed over
-the old one is a new inode), and a fingerprint of its content (the header and evenly spaced samples of the
-data), which catches the replacements the timestamps of some filesystems hide. Taking a version costs one
-stat and about 100 KiB of reads, which the page cache serves after the first run.
+the old one is a new inode), and a fingerprint of its content (its first 64 KiB, where the header lies,
+and evenly spaced samples of the data), which catches the replacements the timestamps of some
+filesystems hide. Taking a version costs one stat and about 130 KiB of reads (0.3 ms for a 200 MB file
+in the page cache).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import struct
 from typing import NamedTuple
 
-HEAD_BYTES = 1024 * 1024  # the safetensors header of every real LoRA fits, metadata included
+HEAD_BYTES = 64 * 1024  # the header of most LoRAs, and all of a small file
 SAMPLES = 16
 SAMPLE_BYTES = 4096
 

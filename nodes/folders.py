@@ -32,7 +32,7 @@ def resolve_checked(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _check_header(path: str, identity: tuple[str, int, int]) -> None:
+def _check_header(path: str, identity: files.versions.FileVersion) -> None:
     # Validation runs on the server's event loop for every queued prompt: a file that passed is not re-read
     # until it changes on disk. Refusals raise, so they are never cached.
     files.read_header(path)
