@@ -12,7 +12,11 @@ import re
 from pathlib import Path
 
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 has no tomllib; tomli is the same parser
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 VALID_OS_PREFIXES = ("Microsoft", "POSIX", "MacOS", "OS Independent")
