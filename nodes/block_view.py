@@ -10,16 +10,16 @@ import comfy.lora
 from comfy_api.latest import io
 
 from ..loader import blocks, cache, energy, heatmap, plan, spec
-from . import folders, patching
+from . import folders, patching, schema
 
 
 class LoraDeckBlockView(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema.schema(
             node_id="LoraDeckBlockView",
+            search_aliases=["lora", "lora blocks", "lora block weight", "lora heatmap", "where a lora acts"],
             display_name="LoRA Deck Block View",
-            category="loaders/LoRA Deck",
             description="Where a LoRA acts: ‖ΔW‖ per block (exact, from the LoRA's factors), its share, and "
                         "the block weights a spec would apply, as a table and a heatmap.",
             inputs=[
