@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import folder_paths
 
-from ..loader import files, names
+from ..loader import files, hashes, names
 
 
 def lora_names() -> list[str]:
@@ -58,3 +59,14 @@ def validation_error(name: str) -> bool | str:
     except (names.LoraNameError, files.LoraFileError) as e:
         return str(e)
     return True
+
+
+_hash_cache: list[hashes.HashCache] = []
+
+
+def hash_cache() -> hashes.HashCache:
+    """The pack's SHA-256 cache, kept in `<user>/loradeck/hash-cache.json` (the routes' store)."""
+    if not _hash_cache:
+        _hash_cache.append(hashes.HashCache(os.path.join(folder_paths.get_user_directory(), "loradeck",
+                                                         "hash-cache.json")))
+    return _hash_cache[0]
