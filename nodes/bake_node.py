@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import baking
-from .lora_nodes import CATEGORY, LORA_STACK
+from . import baking, schema
+from .lora_nodes import LORA_STACK
 
 
 class LoraDeckBake(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema.schema(
             node_id="LoraDeckBake",
+            search_aliases=["lora", "bake lora", "merge loras", "save lora", "combine loras"],
             display_name="LoRA Deck Bake",
-            category=CATEGORY,
             description="Bake a LORA_STACK (strengths, toggles, block weights) into one kohya-layout LoRA file in "
                         "your loras folder, exact when the ranks fit the budget.",
             is_output_node=True,

@@ -12,7 +12,7 @@ import pytest
 
 import nodes
 
-OUR_NODES = {"LoraDeckLoader", "LoraDeckStack", "LoraDeckApply", "LoraDeckBlockView"}
+OUR_NODES = {"LoraDeckLoader", "LoraDeckStack", "LoraDeckApply", "LoraDeckBlockView", "LoraDeckBake"}
 
 
 def _ours(pack) -> dict[str, dict]:
