@@ -5,8 +5,8 @@ budget, the factors are concatenated with each term's coefficient (strength × b
 folded in: the baked weight is exact. Otherwise (above the budget, or LoHa, LoKr, DoRA, full, OFT, …) the
 weight's total change is factored by SVD and truncated to the budget; the relative Frobenius error of
 that truncation is returned with it. Low-rank changes above the budget are truncated through their
-factors (QR, then the SVD of a K×K core), never at full size; the others need one full-size change of
-one weight at a time. A 1-D weight (a norm, a bias) is kept whole as a `diff`.
+factors (an orthonormal basis of each, then the SVD of a K×K core), never at full size; the others need
+one full-size change of one weight at a time. A 1-D weight (a norm, a bias) is kept whole as a `diff`.
 """
 
 from __future__ import annotations
@@ -107,18 +107,30 @@ def _factored_norm(up: torch.Tensor, down: torch.Tensor) -> float:
 
 
 def _truncated_factors(weight, up: torch.Tensor, down: torch.Tensor, budget: int) -> BakedWeight | None:
-    """The best rank-`budget` approximation of up·down, from a QR of each factor and the SVD of R₁R₂ᵀ."""
-    q_up, r_up = torch.linalg.qr(up.to(torch.float64))
-    q_down, r_down = torch.linalg.qr(down.T.to(torch.float64))
-    u, s, vh = torch.linalg.svd(r_up @ r_down.T)
+    """The best rank-`budget` approximation of up·down: each factor = Q·R with orthonormal Q (from the
+    eigen-decomposition of its K×K Gram matrix, cheaper on CPUs than a tall QR), then the SVD of R_up·R_downᵀ."""
+    q_up, r_up = _orthonormal(up)
+    q_down, r_down = _orthonormal(down.T)
+    u, s, vh = torch.linalg.svd(r_up @ r_down.T)  # K×K, in fp64
     k = min(budget, int((s > 0).sum()))
     norm = float(s.square().sum().sqrt())
     if norm == 0:
         return None
     error = float(s[k:].square().sum().sqrt())
-    new_up = (q_up @ (u[:, :k] * s[:k])).to(torch.float32)
-    new_down = (vh[:k] @ q_down.T).to(torch.float32)
+    new_up = q_up @ (u[:, :k] * s[:k]).to(torch.float32)
+    new_down = vh[:k].to(torch.float32) @ q_down.T
     return _factors(weight, new_up, new_down, error == 0, norm, error)
+
+
+def _orthonormal(columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, R) with columns = Q @ R, Q's columns orthonormal (fp32, tall), R fp64 (small); directions of
+    negligible weight are dropped. The tall products run in fp32, the K×K decomposition in fp64."""
+    gram = (columns.T @ columns).to(torch.float64)
+    eigenvalues, vectors = torch.linalg.eigh(gram)
+    keep = eigenvalues > eigenvalues.max().clamp(min=0) * 1e-10
+    root = eigenvalues[keep].sqrt()
+    vectors = vectors[:, keep]
+    return columns @ (vectors / root).to(torch.float32), root[:, None] * vectors.T
 
 
 def _truncated_dense(weight, change: torch.Tensor, budget: int, norm: float) -> BakedWeight:
