@@ -16,7 +16,8 @@ in A1111's positional order. Block weights are not written (no gallery reads the
 
 Image Saver form (alexopus/ComfyUI-Image-Saver, its `additional_hashes` input): `name:HASH:weight`
 items joined by `,`, weight = the model strength, written without an exponent (its weight pattern has
-none); Image Saver reads the weight when `download_civitai_data` is on and `name:HASH` otherwise.
+none). That is the form for Image Saver's default (`download_civitai_data` on); with it off, Image Saver
+rejects items with a weight and reads `name:HASH` (weights=False).
 """
 
 from __future__ import annotations
@@ -80,10 +81,11 @@ def a1111_text(loras: list[RanLora]) -> str:
     return f"{tags}\n{a1111_hashes_field(loras)}" if tags else ""
 
 
-def image_saver_hashes(loras: list[RanLora]) -> str:
-    """Image Saver's `additional_hashes`: `name:HASH:weight,…`."""
+def image_saver_hashes(loras: list[RanLora], weights: bool = True) -> str:
+    """Image Saver's `additional_hashes`: `name:HASH:weight,…` (its default, download_civitai_data on), or
+    `name:HASH,…` (weights=False; with download_civitai_data off Image Saver rejects an item with a weight)."""
     ran = active(loras)
-    return ",".join(f"{label}:{autov2(r.sha256)}:{plain_number(r.strength_model)}"
+    return ",".join(f"{label}:{autov2(r.sha256)}" + (f":{plain_number(r.strength_model)}" if weights else "")
                     for label, r in zip(labels(ran), ran, strict=True))
 
 
