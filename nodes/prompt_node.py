@@ -9,7 +9,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..loader import files, image_metadata, names, prompt_tags, stack
-from . import folders
+from . import folders, triggers
 from .lora_nodes import CATEGORY, LORA_STACK
 
 SCHEDULE_NOTE = ("start=/stop=/step= are read but not applied yet: the LoRA acts on every step "
@@ -58,7 +58,7 @@ class LoraDeckPrompt(io.ComfyNode):
         entries = stack.entries_from_stack(lora_stack) + _tags_to_entries(tags)
         ran = [image_metadata.RanLora(e.lora_name, folders.hash_cache().get(folders.resolve(e.lora_name)),
                                       e.strength_model, e.strength_clip) for e in entries]
-        return io.NodeOutput(cleaned, entries, "", image_metadata.a1111_text(ran),
+        return io.NodeOutput(cleaned, entries, triggers.for_entries(entries), image_metadata.a1111_text(ran),
                              image_metadata.image_saver_hashes(ran), _report(entries, len(entries) - len(tags)))
 
 

@@ -73,13 +73,20 @@ def files(loras_dir, pack, tmp_path_factory):
     unet = producers.attach_lora(producers.diffusers_sd15_unet(), producers.UNET_TARGETS, rank=4, alpha=4, seed=42)
     text = producers.attach_lora(producers.transformers_clip_text(), ["q_proj", "fc2"], rank=2, alpha=2, seed=43)
     made["grain"] = _with_metadata(producers.save_kohya_sd15(str(root / "styles" / "grain v2.safetensors"), unet,
-                                                             text), {"ss_output_name": "filmgrain"})
+                                                             text), {"ss_output_name": "filmgrain",
+                                                                     "modelspec.trigger_phrase": "grainy film, 35mm"})
     unet = producers.attach_lora(producers.diffusers_sd15_unet(), ["to_q", "to_v"], rank=2, alpha=2, seed=44)
     made["other"] = _with_metadata(producers.save_kohya_sd15(str(root / "c" / "other.safetensors"), unet, None),
                                    {"ss_output_name": "twin"})
     for sub in ("a", "b"):
         made[f"twin_{sub}"] = str(root / sub / "twin.safetensors")
         (root / sub / "twin.safetensors").write_bytes((root / "c" / "other.safetensors").read_bytes())
+    # Civitai Helper's sidecar (Civitai's model-version JSON), and a word the user pinned.
+    (root / "ink.civitai.info").write_text(json.dumps({
+        "id": 11, "modelId": 7, "name": "v1", "trainedWords": ["inkstyle", "ink wash"], "baseModel": "SD 1.5",
+        "model": {"name": "Ink", "type": "LORA"}, "files": [], "images": []}))
+    trigger_words = import_module(pack.__name__ + ".loader.trigger_words")
+    trigger_words.pin(str(user / "loradeck" / "trigger_words.json"), "prompt/c/other.safetensors", ["othery"])
     folder_paths.filename_list_cache.pop("loras", None)
     yield made
     folder_paths.set_user_directory(old_user)
@@ -111,7 +118,7 @@ def test_prompt_then_apply_equals_the_equivalent_stack_rows(files, sd15, sd15_cl
                                               ("prompt/ink.safetensors", 0.6, 0.8),
                                               ("prompt/styles/grain v2.safetensors", 0.5, 1.5)]
     assert [e.blocks for e in lora_stack] == ["", "OUTALL", "IN04-IN05=0,OUT*=0.5; BASE=0.25"]
-    (rows_stack,) = node("LoraDeckStack").execute(lora_stack=INCOMING, rows=EQUIVALENT_ROWS).args
+    (rows_stack,) = node("LoraDeckStack").execute(lora_stack=INCOMING, rows=EQUIVALENT_ROWS).args[:1]
     ours_model, ours_clip = applied(sd15, sd15_clip, lora_stack)
     rows_model, rows_clip = applied(sd15, sd15_clip, rows_stack)
     assert len(ours_model) > 100 and len(ours_clip) > 10
@@ -119,11 +126,11 @@ def test_prompt_then_apply_equals_the_equivalent_stack_rows(files, sd15, sd15_cl
     assert worst_relative_error(ours_clip, rows_clip) <= TOLERANCE
     # The block weights did travel: without them the result is another one.
     plain = [{**row, "blocks": ""} for row in EQUIVALENT_ROWS]
-    (plain_stack,) = node("LoraDeckStack").execute(lora_stack=INCOMING, rows=plain).args
+    (plain_stack,) = node("LoraDeckStack").execute(lora_stack=INCOMING, rows=plain).args[:1]
     plain_model, _ = applied(sd15, sd15_clip, plain_stack)
     assert set(plain_model) > set(ours_model)  # IN04, IN05 at 0 in the second tag's spec (and OUTALL in the first)
     assert worst_relative_error(ours_model, {k: plain_model[k] for k in ours_model}) > 0.1
-    assert triggers == ""
+    assert triggers == "othery, inkstyle, ink wash, grainy film, 35mm"  # in the stack's order
     assert "prompt/ink.safetensors: model 0.6, clip 0.8 (tag at character 9), blocks OUTALL" in report
 
 
@@ -214,3 +221,21 @@ def test_each_candidate_can_be_chosen_by_its_path(host):
         host.run(probe_prompt(f"<lora:{path}:0.5>"))
         assert re.fullmatch(r"prompt/[abc]/\w+\.safetensors", SEEN["lora_stack"][0][0])
         assert SEEN["lora_stack"][0][0].startswith(path)
+
+
+def test_trigger_words_come_from_exactly_the_loras_that_run(files, sd15, sd15_clip):
+    assert prompt_node("<lora:ink:0.5> <lora:filmgrain:0>")[2] == "inkstyle, ink wash"  # strength 0 runs nothing
+    rows = [{"lora": "prompt/ink.safetensors", "strength": 0.5, "on": False},
+            {"lora": "prompt/styles/grain v2.safetensors", "strength": 0.5},
+            {"lora": "prompt/c/other.safetensors", "strength": 0.0, "clip_strength": 0.0}]
+    lora_stack, words = node("LoraDeckStack").execute(rows=rows).args
+    assert [e[0] for e in lora_stack] == ["prompt/styles/grain v2.safetensors", "prompt/c/other.safetensors"]
+    assert words == "grainy film, 35mm"  # the disabled row and the row at strength 0 give none
+    *_, words = node("LoraDeckLoader").execute(model=sd15, lora_name="prompt/ink.safetensors", strength_model=0.5,
+                                               clip=sd15_clip).args
+    assert words == "inkstyle, ink wash"
+    *_, words = node("LoraDeckLoader").execute(model=sd15, lora_name="prompt/ink.safetensors", strength_model=0.0,
+                                               clip=sd15_clip, strength_clip=0.0).args
+    assert words == ""
+    (_, words) = node("LoraDeckStack").execute(lora_stack=[("elsewhere/unknown.safetensors", 1.0, 1.0)]).args
+    assert words == ""  # another pack's name that is no file here: passed on, no words
