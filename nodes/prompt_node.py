@@ -56,10 +56,20 @@ class LoraDeckPrompt(io.ComfyNode):
     def execute(cls, text, lora_stack=None):
         cleaned, tags = prompt_tags.parse(text)
         entries = stack.entries_from_stack(lora_stack) + _tags_to_entries(tags)
-        ran = [image_metadata.RanLora(e.lora_name, folders.hash_cache().get(folders.resolve(e.lora_name)),
-                                      e.strength_model, e.strength_clip) for e in entries]
+        ran, elsewhere = [], []
+        for e in entries:
+            try:
+                path = folders.resolve(e.lora_name)
+            except names.LoraNameError:
+                elsewhere.append(e.lora_name)  # another pack's name for a file not here
+                continue
+            ran.append(image_metadata.RanLora(e.lora_name, folders.hash_cache().get(path), e.strength_model,
+                                              e.strength_clip))
+        report = _report(entries, len(entries) - len(tags))
+        if elsewhere:
+            report += "\nnot in your loras folders, so left out of the metadata: " + ", ".join(elsewhere)
         return io.NodeOutput(cleaned, entries, triggers.for_entries(entries), image_metadata.a1111_text(ran),
-                             image_metadata.image_saver_hashes(ran), _report(entries, len(entries) - len(tags)))
+                             image_metadata.image_saver_hashes(ran), report)
 
 
 def _tags_to_entries(tags: list[prompt_tags.Tag]) -> list[prompt_tags.TagEntry]:

@@ -239,3 +239,11 @@ def test_trigger_words_come_from_exactly_the_loras_that_run(files, sd15, sd15_cl
     assert words == ""
     (_, words) = node("LoraDeckStack").execute(lora_stack=[("elsewhere/unknown.safetensors", 1.0, 1.0)]).args
     assert words == ""  # another pack's name that is no file here: passed on, no words
+
+
+def test_an_incoming_name_that_is_no_file_here_is_passed_on_and_named(files):
+    _, lora_stack, words, metadata, saver, report = prompt_node("<lora:ink:0.5>", [("elsewhere/x.safetensors", 1, 1)])
+    assert [e[0] for e in lora_stack] == ["elsewhere/x.safetensors", "prompt/ink.safetensors"]
+    assert metadata.startswith("<lora:ink:0.5>\n") and saver.startswith("ink:") and "," not in saver
+    assert "not in your loras folders, so left out of the metadata: elsewhere/x.safetensors" in report
+    assert words == "inkstyle, ink wash"
