@@ -28,9 +28,12 @@ def for_entries(entries) -> str:
             path = folders.resolve(entry.lora_name)
         except names.LoraNameError:
             continue  # not a file here (another pack's name): it cannot run here either, so it has no words
-        lists.append(trigger_words.for_lora(path, entry.lora_name.replace("\\", "/"), _metadata(path),
-                                            pinned).words)
+        lists.append(for_file(path, entry.lora_name, pinned).words)
     return trigger_words.joined(lists)
+
+
+def for_file(path: str, name: str, pinned: dict[str, list[str]]) -> trigger_words.TriggerWords:
+    return trigger_words.for_lora(path, name.replace("\\", "/"), _metadata(path), pinned)
 
 
 def _metadata(path: str) -> dict[str, str]:
