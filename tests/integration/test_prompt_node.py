@@ -247,3 +247,16 @@ def test_an_incoming_name_that_is_no_file_here_is_passed_on_and_named(files):
     assert metadata.startswith("<lora:ink:0.5>\n") and saver.startswith("ink:") and "," not in saver
     assert "not in your loras folders, so left out of the metadata: elsewhere/x.safetensors" in report
     assert words == "inkstyle, ink wash"
+
+
+@pytest.mark.parametrize("lbw", ["1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1", "OUTD", "M00=0, OUT*=0.5"])
+def test_lbw_vectors_presets_and_specs_equal_the_same_spec_in_a_stack_row(files, sd15, sd15_clip, lbw):
+    lora_stack = prompt_node(f"<lora:ink:0.9:0.7:lbw={lbw}>")[1]
+    (rows_stack, _) = node("LoraDeckStack").execute(rows=[{"lora": "prompt/ink.safetensors", "strength": 0.7,
+                                                           "clip_strength": 0.9, "blocks": lbw}]).args
+    ours_model, ours_clip = applied(sd15, sd15_clip, lora_stack)
+    rows_model, rows_clip = applied(sd15, sd15_clip, rows_stack)
+    assert worst_relative_error(ours_model, rows_model) <= TOLERANCE
+    assert worst_relative_error(ours_clip, rows_clip) <= TOLERANCE
+    plain_model, _ = applied(sd15, sd15_clip, prompt_node("<lora:ink:0.9:0.7>")[1])
+    assert set(ours_model) != set(plain_model) or worst_relative_error(ours_model, plain_model) > 0.1

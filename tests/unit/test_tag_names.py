@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loader import names
 
@@ -59,3 +63,30 @@ def test_names_stay_inside_the_loras_folders(name):
 
 def test_no_alias_reader_means_paths_and_stems_only():
     assert names.resolve_tag_name("ink", ["a/ink.safetensors", "solo.safetensors"]) == "a/ink.safetensors"
+
+
+_PART = st.sampled_from(["a", "b", "ink", "Ink", "x.y"])
+_FILE = st.tuples(st.lists(_PART, max_size=2), _PART, st.sampled_from([".safetensors", ".pt"])).map(
+    lambda t: "/".join([*t[0], t[1] + t[2]]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_FILE, min_size=1, max_size=8, unique=True), st.sampled_from(["a", "ink", "a/ink", "x.y", "b/x.y.pt"]),
+       st.dictionaries(st.integers(0, 7), _PART, max_size=3))
+def test_fuzz_a_name_gives_its_only_match_or_an_error_listing_all(available, name, alias_at):
+    aliases = {available[i]: a for i, a in alias_at.items() if i < len(available)}
+
+    def matches(candidate):
+        stem = os.path.splitext(candidate.rsplit("/", 1)[-1])[0]
+        return (candidate == name or os.path.splitext(candidate)[0] == name
+                or ("/" not in name and (stem == name or aliases.get(candidate) == name)))
+
+    expected = [c for c in available if matches(c)]
+    try:
+        found = names.resolve_tag_name(name, available, aliases.get)
+    except names.LoraNameError as e:
+        assert name not in available and len(expected) != 1  # an error only when there is no single match
+        for candidate in expected:
+            assert repr(candidate) in str(e)
+        return
+    assert found == name if name in available else [found] == expected
