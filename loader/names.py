@@ -79,3 +79,41 @@ def missing_message(name: str, available: list[str]) -> str:
 
 def _stem(name: str) -> str:
     return os.path.splitext(name.rsplit("/", 1)[-1])[0].lower()
+
+
+def resolve_tag_name(name: str, available: list[str], alias_of=None) -> str:
+    """The relative name (as in `available`) of the file a prompt tag names; LoraNameError otherwise.
+
+    A tag names a file as A1111 users write it: its relative path (with or without the extension),
+    its file stem anywhere in the loras folders, or the alias A1111 reads from the file's metadata
+    (`ss_output_name`; `alias_of(relative_name)` returns it, or None). A path with its extension names
+    exactly that file. Otherwise every file that matches in any of those ways is a candidate: one is
+    the answer, two or more are an error that lists each with how it matched (never a first match)."""
+    wanted = normalise(name)
+    portable = {a.replace("\\", "/"): a for a in available}
+    if wanted in portable:
+        return portable[wanted]
+    found: dict[str, list[str]] = {}
+    for relative, original in portable.items():
+        without_extension = os.path.splitext(relative)[0]
+        if without_extension == wanted:
+            found.setdefault(original, []).append("path")
+        elif "/" not in wanted and _stem_exact(relative) == wanted:
+            found.setdefault(original, []).append("file name")
+    if alias_of is not None and "/" not in wanted:
+        for original in portable.values():
+            alias = alias_of(original)
+            if isinstance(alias, str) and alias.strip() == wanted:
+                found.setdefault(original, []).append("alias (ss_output_name)")
+    if len(found) == 1:
+        return next(iter(found))
+    if found:
+        listed = "; ".join(f"{c!r} (by {' and '.join(how)})" for c, how in sorted(found.items()))
+        example = min(found).replace("\\", "/")
+        raise LoraNameError(f"the LoRA name {shown(name)} matches {len(found)} files: {listed}. Write the "
+                            f"file's path in the tag (e.g. <lora:{example}:1>) to choose one")
+    raise LoraNameError(missing_message(name, available))
+
+
+def _stem_exact(name: str) -> str:
+    return os.path.splitext(name.rsplit("/", 1)[-1])[0]

@@ -61,11 +61,33 @@ def validation_error(name: str) -> bool | str:
     return True
 
 
+def alias_of(name: str) -> str | None:
+    """The alias A1111 lists a LoRA under: `ss_output_name` from its safetensors metadata (None if none)."""
+    if not name.lower().endswith(".safetensors"):
+        return None  # pickles are never opened to read a name
+    try:
+        path = resolve(name)
+        return _alias(path, files.file_identity(path))
+    except (names.LoraNameError, files.LoraFileError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=16384)
+def _alias(path: str, identity: files.versions.FileVersion) -> str | None:
+    alias = files.read_header(path).metadata.get("ss_output_name")
+    return (alias.strip() or None) if isinstance(alias, str) else None
+
+
+def resolve_tag_name(name: str) -> str:
+    """The relative name of the file a prompt tag names (path, stem or alias); LoraNameError otherwise."""
+    return names.resolve_tag_name(name, lora_names(), alias_of)
+
+
 _hash_cache: list[hashes.HashCache] = []
 
 
 def hash_cache() -> hashes.HashCache:
-    """The pack's SHA-256 cache, kept in `<user>/loradeck/hash-cache.json` (the routes' store)."""
+    """The pack's one SHA-256 cache (nodes and routes), kept in `<user>/loradeck/hash-cache.json`."""
     if not _hash_cache:
         _hash_cache.append(hashes.HashCache(os.path.join(folder_paths.get_user_directory(), "loradeck",
                                                          "hash-cache.json")))

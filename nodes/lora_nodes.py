@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..loader import split_qkv, stack
-from . import folders, patching, schema
+from . import folders, patching, schema, triggers
 
 LORA_STACK = io.Custom("LORA_STACK")
 LORADECK_ROWS = io.Custom("LORADECK_ROWS")
@@ -35,6 +35,12 @@ def _split_qkv_scale():
                                   "converted from ai-toolkit are meant for core's scale).")
 
 
+def _trigger_words_output():
+    return io.String.Output(display_name="trigger_words",
+                            tooltip="Trigger words of the LoRAs that run (disabled rows and strength 0 give none): "
+                                    "pinned words, .civitai.info / .metadata.json sidecars, the file's metadata.")
+
+
 class LoraDeckLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -54,7 +60,8 @@ class LoraDeckLoader(io.ComfyNode):
                 _skip_unloadable(),
                 _split_qkv_scale(),
             ],
-            outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report")],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.String.Output(display_name="report"),
+                     _trigger_words_output()],
         )
 
     @classmethod
@@ -69,11 +76,13 @@ class LoraDeckLoader(io.ComfyNode):
     def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights="",
                 skip_unloadable=False, split_qkv_scale="auto"):
         if strength_model == 0 and (clip is None or strength_clip == 0):
-            return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied")
+            return io.NodeOutput(model, clip, f"{lora_name}: both strengths are 0; nothing applied", "")
         entry = stack.StackEntry(lora_name, strength_model, strength_clip, block_weights or "")
         new_model, new_clip, reports = patching.apply_stack(model, clip, [entry], skip_unloadable=skip_unloadable,
                                                             split_qkv_scale=split_qkv_scale)
-        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
+        ran = [entry] if any(not r.error for r in reports) else []  # skipped (skip_unloadable): no words
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), triggers.for_entries(ran),
+                             ui=_ui(reports))
 
 
 class LoraDeckStack(io.ComfyNode):
@@ -89,7 +98,7 @@ class LoraDeckStack(io.ComfyNode):
                 LORA_STACK.Input("lora_stack", optional=True),
                 LORADECK_ROWS.Input("rows", optional=True),
             ],
-            outputs=[LORA_STACK.Output(display_name="LORA_STACK")],
+            outputs=[LORA_STACK.Output(display_name="LORA_STACK"), _trigger_words_output()],
         )
 
     @classmethod
@@ -111,7 +120,8 @@ class LoraDeckStack(io.ComfyNode):
 
     @classmethod
     def execute(cls, lora_stack=None, rows=None):
-        return io.NodeOutput(stack.build_stack(lora_stack, stack.rows_from_value(rows)))
+        entries = stack.build_stack(lora_stack, stack.rows_from_value(rows))
+        return io.NodeOutput(entries, triggers.for_entries(entries))
 
 
 class LoraDeckApply(io.ComfyNode):

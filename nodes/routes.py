@@ -6,6 +6,9 @@
 - GET /loradeck/find?sha256=H   the LoRAs whose SHA-256 (or AutoV2 prefix) is H: re-linking a moved file
 - GET /loradeck/energy?name=N   each network block's share of the LoRA's weight change (reads the tensors)
 - GET /loradeck/presets         block-weight presets: A1111's built-ins and the user's block_presets.txt
+- GET /loradeck/trigger_words?name=N   its trigger words, their sources and the user's pinned ones
+- POST /loradeck/trigger_words  {"name": N, "words": [text, …]} pins the words (an empty list unpins), stored
+                                atomically in user/loradeck/trigger_words.json beside the hash cache
 - POST /loradeck/spec           how a block-weight spec reads, for the block editor (loader.spec_view):
                                 {"spec": text, "layout": "sd1"|"sdxl"|"flux"|"lora" (optional),
                                  "lora": name (optional; needed for "lora")} -> the layout's slots, each slot's
@@ -29,18 +32,21 @@ import logging
 import os
 import re
 import sys
+import threading
 
 from aiohttp import web
 
-from ..loader import hashes, names, presets, spec_view
+from ..loader import hashes, names, presets, spec_view, trigger_words
 from ..loader.files import LoraFileError, file_identity
 from ..loader.info import block_energy, lora_facts
 from ..loader.spec import MAX_SPEC_CHARS
-from . import block_presets, folders
+from ..loader.versions import FileVersion
+from . import block_presets, folders, triggers
 
 PREFIX = "/loradeck"
 MAX_NAME_CHARS = 1024
 ENERGY_CACHE_SIZE = 64
+MAX_PINNED_WORDS = 100
 _HEX = re.compile(r"^[0-9a-fA-F]{10}$|^[0-9a-fA-F]{64}$")
 _log = logging.getLogger("loradeck")
 
@@ -54,10 +60,11 @@ class LoraFolders:
     def names(self) -> list[str]:
         return [n.replace("\\", "/") for n in folders.lora_names()]
 
-    def hash_store(self) -> str | None:
-        import folder_paths
+    def hash_cache(self) -> hashes.HashCache:
+        return folders.hash_cache()  # the one the nodes use: one hash per file version, one store
 
-        return os.path.join(folder_paths.get_user_directory(), "loradeck", "hash-cache.json")
+    def trigger_store(self) -> str:
+        return triggers.store()
 
 
 class _Refused(Exception):
@@ -73,13 +80,14 @@ class LoraRoutes:
         self.folders = folders or LoraFolders()
         self._cache: hashes.HashCache | None = None
         self._inflight: dict[str, asyncio.Future] = {}
-        self._energy: dict[tuple[str, int, int], dict] = {}
-        self._lora_maps: dict[tuple[str, int, int], tuple] = {}
+        self._energy: dict[FileVersion, dict] = {}
+        self._lora_maps: dict[FileVersion, tuple] = {}
+        self._pin_lock = threading.Lock()
 
     @property
     def cache(self) -> hashes.HashCache:
         if self._cache is None:
-            self._cache = hashes.HashCache(self.folders.hash_store())
+            self._cache = self.folders.hash_cache()
         return self._cache
 
     def add_to(self, routes: web.RouteTableDef) -> None:
@@ -90,6 +98,8 @@ class LoraRoutes:
         routes.get(f"{PREFIX}/energy")(self.energy)
         routes.get(f"{PREFIX}/presets")(self.presets)
         routes.post(f"{PREFIX}/spec")(self.spec)
+        routes.get(f"{PREFIX}/trigger_words")(self.trigger_words)
+        routes.post(f"{PREFIX}/trigger_words")(self.pin_trigger_words)
 
     def resolve(self, raw: str | None) -> tuple[str, str]:
         """(portable name, full path) of a name from the browser, or _Refused."""
@@ -222,6 +232,39 @@ class LoraRoutes:
         answer = await asyncio.to_thread(spec_view.editor_answer, text, layout, own, block_presets.user_presets())
         return web.json_response(answer)
 
+    def _trigger_store(self) -> str:
+        return self.folders.trigger_store()
+
+    async def trigger_words(self, request: web.Request) -> web.Response:
+        try:
+            name, path = await self._resolved(request.query.get("name"))
+            found = await asyncio.to_thread(_vanished_is_404, lambda p: triggers.for_file(
+                p, name, trigger_words.load_pinned(self._trigger_store())), path)
+        except _Refused as e:
+            return _error(e.status, str(e))
+        return web.json_response({"name": name, "words": found.words, "sources": found.sources,
+                                  "notes": found.notes, "pinned": found.sources.get("pinned", [])})
+
+    async def pin_trigger_words(self, request: web.Request) -> web.Response:
+        try:
+            body = await _json_object(request, '{"name": LoRA name, "words": [text, …]}')
+            words = body.get("words")
+            if (not isinstance(words, list) or len(words) > MAX_PINNED_WORDS
+                    or not all(isinstance(w, str) and len(w) <= trigger_words.MAX_WORD_CHARS for w in words)):
+                raise _Refused(400, f'"words" is a list of at most {MAX_PINNED_WORDS} texts of at most '
+                                    f"{trigger_words.MAX_WORD_CHARS} characters")
+            name, _ = await self._resolved(body.get("name") if isinstance(body.get("name"), str) else None)
+            pinned = await asyncio.to_thread(self._pin, name, words)
+        except _Refused as e:
+            return _error(e.status, str(e))
+        except (OSError, ValueError) as e:
+            return _error(409, f"the pinned words were not saved: {e}")
+        return web.json_response({"name": name, "pinned": pinned.get(name, [])})
+
+    def _pin(self, name: str, words: list[str]) -> dict[str, list[str]]:
+        with self._pin_lock:  # one read-modify-write of the store at a time (in the worker thread)
+            return trigger_words.pin(self._trigger_store(), name, words)
+
     async def _lora_blocks(self, path: str):
         """(base, block map) from the LoRA's module names, read off the loop once per file version."""
         identity = await asyncio.to_thread(_vanished_is_404, file_identity, path)
@@ -259,13 +302,14 @@ def _vanished_is_404(function, path: str):
                             "since it was listed)") from None
 
 
-async def _json_object(request: web.Request) -> dict:
+async def _json_object(request: web.Request,
+                       shape: str = '{"spec": text, "layout": name, "lora": name}') -> dict:
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
-        raise _Refused(400, 'send a JSON object: {"spec": text, "layout": name, "lora": name}')
+        raise _Refused(400, f"send a JSON object: {shape}")
     return body
 
 

@@ -220,7 +220,7 @@ def deck_stack(model, rows):
     import nodes
 
     (stack,) = nodes.NODE_CLASS_MAPPINGS["LoraDeckStack"].execute(
-        rows=[{"lora": name, "strength": strength} for name, strength in rows]).args
+        rows=[{"lora": name, "strength": strength} for name, strength in rows]).args[:1]
     new_model, _, report = nodes.NODE_CLASS_MAPPINGS["LoraDeckApply"].execute(model=model, lora_stack=stack).args
     return new_model, report
 

@@ -116,7 +116,7 @@ def test_sd1_a1111_vectors_and_presets_are_exact(sd1_file, sd15, sd15_clip, spec
     lwei = to26(values)
     ours_model, ours_clip, _ = node("LoraDeckLoader").execute(
         model=sd15, lora_name="blocks_sd1.safetensors", strength_model=0.8, clip=sd15_clip, strength_clip=0.6,
-        block_weights=spec).args
+        block_weights=spec).args[:3]
     reference = expected(model_delta, 0.8, lambda k: a1111_ratio(k, lwei))
     assert worst_relative_error(changed(ours_model), reference) <= TOLERANCE
     reference_clip = expected(clip_delta, 0.6, lambda k: a1111_ratio(k, lwei))  # BASE on every TE key
@@ -134,7 +134,7 @@ def test_sd1_named_assignments_and_elements(sd1_file, sd15, sd15_clip):
     spec = "IN04-IN05=0, OUT*=0.5, BASE=0.25; @IN07-OUT05:attn2:0.5; @M00:NOT attn:=0"
     ours_model, ours_clip, _ = node("LoraDeckLoader").execute(
         model=sd15, lora_name="blocks_sd1.safetensors", strength_model=1.0, clip=sd15_clip, strength_clip=1.0,
-        block_weights=spec).args
+        block_weights=spec).args[:3]
 
     def ratio(key):
         name = a1111_slot(key)
@@ -153,7 +153,7 @@ def test_sd1_stack_rows_each_have_their_own_spec(sd1_file, sd15, sd15_clip):
     _, model_delta, _ = sd1_file
     rows = [{"on": True, "lora": "blocks_sd1.safetensors", "strength": 0.5, "clip_strength": 0.5, "blocks": "MIDD"},
             {"on": True, "lora": "blocks_sd1.safetensors", "strength": 0.25, "clip_strength": 0.5, "blocks": "OUTS"}]
-    (lora_stack,) = node("LoraDeckStack").execute(rows=rows).args
+    (lora_stack,) = node("LoraDeckStack").execute(rows=rows).args[:1]
     ours_model, _, _ = node("LoraDeckApply").execute(model=sd15, lora_stack=lora_stack, clip=sd15_clip).args
     midd, outs = to26(PRESETS["MIDD"]), to26(PRESETS["OUTS"])
     reference = {k: (0.5 * a1111_ratio(k, midd) + 0.25 * a1111_ratio(k, outs)) * d for k, d in model_delta.items()}
@@ -257,7 +257,7 @@ def test_sdxl_a1111_vectors_are_exact(sdxl_file, sdxl, sdxl_clip, spec, values):
     lwei = to26(values)
     ours, ours_clip, _ = node("LoraDeckLoader").execute(
         model=sdxl, lora_name="blocks_sdxl.safetensors", strength_model=0.7, clip=sdxl_clip, strength_clip=1.2,
-        block_weights=spec).args
+        block_weights=spec).args[:3]
     assert worst_relative_error(changed(ours), expected(model_delta, 0.7, lambda k: a1111_ratio(k, lwei))) <= TOLERANCE
     reference_clip = expected(clip_delta, 1.2, lambda k: lwei[0])  # BASE scales both text encoders
     assert worst_relative_error(changed(ours_clip.patcher), reference_clip) <= TOLERANCE
@@ -287,7 +287,7 @@ def test_flux_named_and_fused_elements(flux_file, flux):
     _, model_delta = flux_file
     spec = "D00=0.5, S*=0.3, S02=0; @DOUBLE:img_attn.qkv.k:0; @SINGLE:linear1.mlp:2"
     ours, _, _ = node("LoraDeckLoader").execute(model=flux, lora_name="blocks_flux.safetensors", strength_model=0.9,
-                                                block_weights=spec).args
+                                                block_weights=spec).args[:3]
     hidden = 64
     reference = {}
     for key, delta in model_delta.items():
@@ -332,7 +332,7 @@ def test_qwen_image_ranges_globs_not_and_elements(qwen_file, qwen):
     assert any(".proj_out." in k for k in model_delta) and len(model_delta) > 10
     spec = "default=0.5; B00-B01=0.25; NOT B*=2; @B02:txt_mlp:0"
     ours, _, _ = node("LoraDeckLoader").execute(model=qwen, lora_name="blocks_qwen.safetensors", strength_model=1.0,
-                                                block_weights=spec).args
+                                                block_weights=spec).args[:3]
 
     def ratio(key):
         if ".transformer_blocks.2." in key:
@@ -468,11 +468,11 @@ def test_block_view_without_a_model(sd1_file):
 def test_loader_report_holds_the_resolved_table(sd1_file, sd15, sd15_clip):
     _, _, report = node("LoraDeckLoader").execute(
         model=sd15, lora_name="blocks_sd1.safetensors", strength_model=1.0, clip=sd15_clip, strength_clip=1.0,
-        block_weights="MIDD").args
+        block_weights="MIDD").args[:3]
     assert "17 values read as A1111 SD1 LoRA" in report
     assert "\n  IN05 " in report and "total ‖ΔW‖" in report
     _, _, plain = node("LoraDeckLoader").execute(model=sd15, lora_name="blocks_sd1.safetensors", strength_model=1.0,
-                                                 block_weights="").args
+                                                 block_weights="").args[:3]
     assert "total ‖ΔW‖" not in plain
 
 
@@ -486,7 +486,7 @@ def test_user_presets_file(sd1_file, sd15, tmp_path):
         (tmp_path / "loradeck").mkdir()
         (tmp_path / "loradeck" / "block_presets.txt").write_text("# mine\nFACE:1,0,0,0,0,0,0,0,1,1,1,0,0,0,0,0,0\n")
         ours, _, report = node("LoraDeckLoader").execute(model=sd15, lora_name="blocks_sd1.safetensors",
-                                                         strength_model=1.0, block_weights="FACE").args
+                                                         strength_model=1.0, block_weights="FACE").args[:3]
     finally:
         folder_paths.set_user_directory(previous)
     face = to26([1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -519,7 +519,7 @@ def test_sd3_joint_blocks_streams_and_fused_rows(sd3_file, sd3):
     assert any("context_block.attn.qkv" in k for k in model_delta) and any("x_block.mlp" in k for k in model_delta)
     spec = "J00=0.5; @J01:context_block:0; @ALLBLOCKS:qkv.v:2"
     ours, _, _ = node("LoraDeckLoader").execute(model=sd3, lora_name="blocks_sd3.safetensors", strength_model=1.0,
-                                                block_weights=spec).args
+                                                block_weights=spec).args[:3]
     hidden = 128
     reference = {}
     for key, delta in model_delta.items():
@@ -556,7 +556,7 @@ def test_wan_blocks_groups_and_replacing_elements(wan_file, wan):
     assert any(".head.head." in k for k in model_delta) and any(".text_embedding." in k for k in model_delta)
     spec = "B00=0, B01-B02=0.5; FINAL=2; EMB=0.25; @B02:cross_attn:=1.5"
     ours, _, _ = node("LoraDeckLoader").execute(model=wan, lora_name="blocks_wan.safetensors", strength_model=0.8,
-                                                block_weights=spec).args
+                                                block_weights=spec).args[:3]
 
     def ratio(key):
         if ".blocks.0." in key:

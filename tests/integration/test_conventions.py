@@ -12,7 +12,8 @@ import pytest
 
 import nodes
 
-OUR_NODES = {"LoraDeckLoader", "LoraDeckStack", "LoraDeckApply", "LoraDeckBlockView", "LoraDeckBake"}
+OUR_NODES = {"LoraDeckLoader", "LoraDeckStack", "LoraDeckApply", "LoraDeckBlockView", "LoraDeckBake",
+             "LoraDeckPrompt"}
 
 
 def _ours(pack) -> dict[str, dict]:

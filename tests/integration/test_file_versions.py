@@ -57,7 +57,7 @@ def put(source: str, target, how: str = "in place") -> None:
 
 def loader(model, clip, name: str):
     ours_model, ours_clip, _ = node("LoraDeckLoader").execute(
-        model=model, lora_name=name, strength_model=0.8, clip=clip, strength_clip=0.7).args
+        model=model, lora_name=name, strength_model=0.8, clip=clip, strength_clip=0.7).args[:3]
     return ours_model, ours_clip
 
 

@@ -114,7 +114,7 @@ def on_host(deltas: dict[str, torch.Tensor], model, scale: float = 1.0) -> dict[
 
 def apply(model, clip, name, strength, clip_strength=None):
     return node("LoraDeckLoader").execute(model=model, lora_name=name, strength_model=strength, clip=clip,
-                                          strength_clip=strength if clip_strength is None else clip_strength).args
+                                          strength_clip=strength if clip_strength is None else clip_strength).args[:3]
 
 
 def host_apply(model, clip, path, strength):
@@ -432,7 +432,7 @@ def test_skip_unloadable_continues_with_the_loras_that_load(unknown_layout, lyco
     assert lines[0].startswith("mystery.safetensors: skipped, has no adapter this version understands")
     assert lines[1].startswith("truncated.safetensors: skipped,") and "truncated" in lines[1]
     _, _, report = node("LoraDeckLoader").execute(model=sd15, lora_name=unknown_layout, strength_model=1.0,
-                                                  skip_unloadable=True).args
+                                                  skip_unloadable=True).args[:3]
     assert "skipped" in report
 
 

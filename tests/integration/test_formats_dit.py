@@ -41,7 +41,7 @@ def node(name):
 
 def apply(model, clip, name, strength):
     return node("LoraDeckLoader").execute(model=model, lora_name=name, strength_model=strength, clip=clip,
-                                          strength_clip=strength).args
+                                          strength_clip=strength).args[:3]
 
 
 def host_apply(model, clip, path, strength):

@@ -71,7 +71,7 @@ def host_unfused(model, clip, loras, ratio_of=None):
 
 
 def deck(model, clip, rows):
-    (stack,) = node("LoraDeckStack").execute(rows=rows).args
+    (stack,) = node("LoraDeckStack").execute(rows=rows).args[:1]
     new_model, new_clip, report = node("LoraDeckApply").execute(model=model, lora_stack=stack, clip=clip).args
     return new_model, new_clip, report
 

@@ -19,6 +19,7 @@ import urllib.parse
 
 import aiohttp
 import hostile_corpus as corpus
+import hosting
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -47,8 +48,11 @@ class Folders:
                     found.append(os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/"))
         return found
 
-    def hash_store(self):
-        return self.store
+    def hash_cache(self):
+        return hosting.boot().loader.hashes.HashCache(self.store)
+
+    def trigger_store(self):
+        return os.path.join(os.path.dirname(self.store), "trigger_words.json")
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ UNET_MODULES = 330 - 72  # 16 attention blocks × 8 + 25 resnets × 3 − … : 
 def test_loader_equals_host_kohya(files, sd15, sd15_clip, strength_model, strength_clip):
     ours_model, ours_clip, report = node("LoraDeckLoader").execute(
         model=sd15, lora_name="kohya_a.safetensors", strength_model=strength_model, clip=sd15_clip,
-        strength_clip=strength_clip).args
+        strength_clip=strength_clip).args[:3]
     host_model, host_clip = host_chain(sd15, sd15_clip, [(files["kohya_a"], strength_model, strength_clip)])
     assert worst_relative_error(changed(ours_model), changed(host_model)) <= TOLERANCE
     assert worst_relative_error(changed(ours_clip.patcher), changed(host_clip.patcher)) <= TOLERANCE
@@ -69,7 +69,7 @@ def test_loader_peft_equals_host_and_producer(files, sd15, sd15_clip, strength_m
     """The host maps only some of a PEFT SD1 file (it misses `attnN.to_q` etc.); where it maps, we equal it."""
     ours_model, ours_clip, report = node("LoraDeckLoader").execute(
         model=sd15, lora_name="peft_c.safetensors", strength_model=strength_model, clip=sd15_clip,
-        strength_clip=strength_clip).args
+        strength_clip=strength_clip).args[:3]
     host_model, host_clip = host_chain(sd15, sd15_clip, [(files["peft_c"], strength_model, strength_clip)])
     ours, host = changed(ours_model), changed(host_model)
     assert len(ours) == UNET_MODULES and len(host) == UNET_MODULES - 128
@@ -85,7 +85,7 @@ def test_stack_and_apply_equal_host_chain(files, sd15, sd15_clip):
         {"on": True, "lora": "styles/kohya_b.safetensors", "strength": -0.5},
     ]}
     other_pack_stack = [("kohya_d.safetensors", 0.9, 0.2), ("None", 1.0, 1.0)]
-    (stack,) = node("LoraDeckStack").execute(lora_stack=other_pack_stack, rows=rows).args
+    (stack,) = node("LoraDeckStack").execute(lora_stack=other_pack_stack, rows=rows).args[:1]
     assert [tuple(e) for e in stack] == [("kohya_d.safetensors", 0.9, 0.2), ("kohya_a.safetensors", 0.7, -0.4),
                                          ("styles/kohya_b.safetensors", -0.5, -0.5)]
     ours_model, ours_clip, _ = node("LoraDeckApply").execute(model=sd15, lora_stack=stack, clip=sd15_clip).args
@@ -97,7 +97,7 @@ def test_stack_and_apply_equal_host_chain(files, sd15, sd15_clip):
 
 def test_emitted_stack_unpacks_as_three_names(files):
     (stack,) = node("LoraDeckStack").execute(rows=[{"lora": "kohya_a.safetensors", "strength": 0.5,
-                                                     "blocks": "M00=0"}]).args
+                                                     "blocks": "M00=0"}]).args[:1]
     for lora_name, strength_model, strength_clip in stack:  # how every other pack's consumer reads it
         assert (lora_name, strength_model, strength_clip) == ("kohya_a.safetensors", 0.5, 0.5)
     assert stack[0].blocks == "M00=0"
@@ -105,7 +105,7 @@ def test_emitted_stack_unpacks_as_three_names(files):
 
 def test_model_only_skips_text_encoder_quietly(files, sd15):
     model, clip, report = node("LoraDeckLoader").execute(
-        model=sd15, lora_name="kohya_a.safetensors", strength_model=1.0).args
+        model=sd15, lora_name="kohya_a.safetensors", strength_model=1.0).args[:3]
     assert clip is None
     assert "72 text-encoder modules skipped" in report
     assert len(changed(model)) > 50
@@ -117,7 +117,7 @@ def test_peft_alpha_from_metadata_matches_producer(loras_dir, sd15, pack):
                                     seed=20)
     producers.save_peft_sd15(str(loras_dir / "peft_alpha16.safetensors"), trained, None)
     model, _, _ = node("LoraDeckLoader").execute(
-        model=sd15, lora_name="peft_alpha16.safetensors", strength_model=0.8).args
+        model=sd15, lora_name="peft_alpha16.safetensors", strength_model=0.8).args[:3]
     to_host = comfy.utils.unet_to_diffusers(sd15.model.model_config.unet_config)  # diffusers key -> host key
     reference = {"diffusion_model." + to_host[k]: 0.8 * d for k, d in producers.reference_deltas(trained).items()}
     assert worst_relative_error(changed(model), reference) <= TOLERANCE
@@ -154,11 +154,11 @@ def test_lora_for_another_architecture_is_named(loras_dir, sd15):
 def test_strength_change_reads_no_file_again(files, sd15, sd15_clip, pack):
     reads = pack.loader.files.stats  # the pack's own loader module, as the host imported it
     rows = [{"lora": "kohya_a.safetensors", "strength": 0.5}, {"lora": "styles/kohya_b.safetensors", "strength": 1}]
-    (stack,) = node("LoraDeckStack").execute(rows=rows).args
+    (stack,) = node("LoraDeckStack").execute(rows=rows).args[:1]
     node("LoraDeckApply").execute(model=sd15, lora_stack=stack, clip=sd15_clip)
     opened = reads.files_opened
     rows[1]["strength"] = 0.25
-    (stack,) = node("LoraDeckStack").execute(rows=rows).args
+    (stack,) = node("LoraDeckStack").execute(rows=rows).args[:1]
     model, _, _ = node("LoraDeckApply").execute(model=sd15, lora_stack=stack, clip=sd15_clip).args
     assert reads.files_opened == opened
     assert model.patches  # and the new strength took effect through fresh patches
@@ -178,7 +178,7 @@ def test_stacked_peft_and_kohya_equal_host_where_host_maps_both(files, sd15, sd1
 
 def test_zero_strengths_return_the_inputs(files, sd15, sd15_clip):
     model, clip, report = node("LoraDeckLoader").execute(
-        model=sd15, lora_name="kohya_a.safetensors", strength_model=0.0, clip=sd15_clip, strength_clip=0.0).args
+        model=sd15, lora_name="kohya_a.safetensors", strength_model=0.0, clip=sd15_clip, strength_clip=0.0).args[:3]
     assert model is sd15 and clip is sd15_clip and "nothing applied" in report
 
 

@@ -41,7 +41,7 @@ def flux(pack):
 def apply(model, name, strength, convention=None):
     options = {} if convention is None else {"split_qkv_scale": convention}
     return nodes.NODE_CLASS_MAPPINGS["LoraDeckLoader"].execute(model=model, lora_name=name, strength_model=strength,
-                                                               **options).args
+                                                               **options).args[:3]
 
 
 def host_changes(model, path, strength):
