@@ -57,7 +57,7 @@ def for_lora(path: str, name: str, metadata: dict[str, str], pinned: dict[str, l
 
 def sidecar_words(path: str) -> list[str]:
     """`trainedWords` of a Civitai Helper or LoRA Manager sidecar; ValueError when it is not such JSON."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     lists = [data.get("trainedWords")]
@@ -114,7 +114,7 @@ def load_pinned(store: str) -> dict[str, list[str]]:
     if not os.path.isfile(store):
         return {}
     try:
-        data = _read_json(store)
+        data = read_json(store)
     except ValueError:
         return {}
     if not isinstance(data, dict):
@@ -127,7 +127,7 @@ def pin(store: str, name: str, words: list[str]) -> dict[str, list[str]]:
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise ValueError("pinned words should be a list of strings")
     cleaned = [w.strip()[:MAX_WORD_CHARS] for w in words if w.strip()]
-    if os.path.isfile(store) and not isinstance(_read_json(store), dict):
+    if os.path.isfile(store) and not isinstance(read_json(store), dict):
         raise ValueError(f"{os.path.basename(store)} is not a JSON object; not overwritten")
     pinned = load_pinned(store)
     if cleaned:
@@ -168,7 +168,7 @@ def _loads(raw: object):
         return None
 
 
-def _read_json(path: str):
+def read_json(path: str):
     size = os.path.getsize(path)
     if size > MAX_SIDECAR_BYTES:
         raise ValueError(f"{size} bytes; the limit is {MAX_SIDECAR_BYTES}")

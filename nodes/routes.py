@@ -5,6 +5,7 @@
 - GET /loradeck/hash?name=N     its SHA-256 and AutoV2 short hash (hashed off the event loop, cached)
 - GET /loradeck/find?sha256=H   the LoRAs whose SHA-256 (or AutoV2 prefix) is H: re-linking a moved file
 - GET /loradeck/energy?name=N   each network block's share of the LoRA's weight change (reads the tensors)
+- GET /loradeck/preview?name=N  its preview image from a sidecar beside it (loader/previews.py), or 404
 - GET /loradeck/presets         block-weight presets: A1111's built-ins and the user's block_presets.txt
 - GET /loradeck/trigger_words?name=N   its trigger words, their sources and the user's pinned ones
 - POST /loradeck/trigger_words  {"name": N, "words": [text, …]} pins the words (an empty list unpins), stored
@@ -36,7 +37,7 @@ import threading
 
 from aiohttp import web
 
-from ..loader import hashes, names, presets, spec_view, trigger_words
+from ..loader import hashes, names, presets, previews, spec_view, trigger_words
 from ..loader.files import LoraFileError, file_identity
 from ..loader.info import block_energy, lora_facts
 from ..loader.spec import MAX_SPEC_CHARS
@@ -98,6 +99,7 @@ class LoraRoutes:
         routes.get(f"{PREFIX}/energy")(self.energy)
         routes.get(f"{PREFIX}/presets")(self.presets)
         routes.post(f"{PREFIX}/spec")(self.spec)
+        routes.get(f"{PREFIX}/preview")(self.preview)
         routes.get(f"{PREFIX}/trigger_words")(self.trigger_words)
         routes.post(f"{PREFIX}/trigger_words")(self.pin_trigger_words)
 
@@ -151,6 +153,7 @@ class LoraRoutes:
         except (LoraFileError, OSError, ValueError) as e:
             return web.json_response({"name": name, "error": str(e)})
         sha = await asyncio.to_thread(self.cache.known, path)
+        facts["preview"] = await asyncio.to_thread(previews.preview_of, path) is not None
         facts.update(name=name, sha256=sha, autov2=hashes.autov2(sha) if sha else None)
         return web.json_response(facts)
 
@@ -167,6 +170,18 @@ class LoraRoutes:
         while len(self._energy) > ENERGY_CACHE_SIZE:
             self._energy.pop(next(iter(self._energy)))
         return web.json_response({"name": name, **self._energy[identity]})
+
+    async def preview(self, request: web.Request) -> web.StreamResponse:
+        """The LoRA's preview image from a sidecar beside it (loader/previews.py), or 404."""
+        try:
+            name, path = await self._resolved(request.query.get("name"))
+        except _Refused as e:
+            return _error(e.status, str(e))
+        image = await asyncio.to_thread(previews.preview_of, path)
+        if image is None:
+            return _error(404, f"{name!r} has no preview image beside it")
+        return web.FileResponse(image, headers={"Content-Type": previews.content_type(image),
+                                                "Cache-Control": "no-cache"})
 
     async def presets(self, request: web.Request) -> web.Response:
         return web.json_response({"builtin": presets.builtin(), "user": block_presets.user_presets()})

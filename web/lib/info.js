@@ -3,7 +3,7 @@
 import { toast } from "./comfy.js";
 import { copyText, el, floating, formatBytes } from "./dom.js";
 import { BASE_TO_LAYOUT, layoutForBlocks, layoutIds } from "./blocks.js";
-import { loraEnergy, loraHash, loraInfo } from "./server.js";
+import { loraEnergy, loraHash, loraInfo, previewURL } from "./server.js";
 
 export const BASE_LABELS = {
   sd1: "SD1", sd2: "SD2", sdxl: "SDXL", sd3: "SD3", flux: "Flux", flux2: "Flux.2",
@@ -65,7 +65,10 @@ export async function openInfo(name) {
   ].filter(([, v]) => v !== undefined && v !== null && v !== "");
   const table = el("table.ld-facts", {}, facts.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
   const energy = el("div.ld-energy", {}, el("div.ld-tags-head", {}, "Block energy: reading the weights…"));
-  body.replaceChildren(table, energy, tagSection(info.tags || []));
+  const preview = info.preview
+    ? el("img.ld-preview", { src: previewURL(name), alt: `Preview of ${name}`, loading: "lazy" })
+    : null;
+  body.replaceChildren(...[preview, table, energy, tagSection(info.tags || [])].filter(Boolean));
   loraEnergy(name).then((e) => energy.replaceChildren(...energyPicture(e)),
     (e) => energy.replaceChildren(el("div.ld-muted", {}, `Block energy: ${e.message}`)));
 

@@ -43,6 +43,11 @@ export function loraInfo(name) {
   return infoCache.get(name);
 }
 
+/** The address of a LoRA's preview image (a sidecar beside it; the info says whether there is one). */
+export function previewURL(name) {
+  return api.apiURL(`/loradeck/preview?name=${q(name)}`);
+}
+
 /** {sha256, autov2} of one LoRA; the server hashes it once and remembers. */
 export function loraHash(name) {
   if (!hashCache.has(name)) {
