@@ -42,6 +42,12 @@ class BakedWeight:
     change_norm: float  # ‖ΔW‖_F of the stack's exact change
     error_norm: float  # ‖ΔW − baked‖_F
 
+    def to(self, device) -> BakedWeight:
+        def moved(t):
+            return None if t is None else t.to(device)
+        return BakedWeight(moved(self.up), moved(self.down), moved(self.diff), self.exact, self.change_norm,
+                           self.error_norm)
+
     @property
     def rank(self) -> int:
         return 0 if self.up is None else self.up.shape[1]

@@ -12,6 +12,7 @@ import json
 import os
 
 import comfy.lora
+import comfy.model_management
 import comfy.utils
 import folder_paths
 
@@ -112,14 +113,16 @@ def _weight_patch(host_patch) -> bake.WeightPatch:
 
 def _bake_jobs(jobs, rank: int):
     """One weight's change at a time, with the host's progress bar: weights done of all."""
+    device = comfy.model_management.get_torch_device()  # the SVDs run where the host computes
     progress = comfy.utils.ProgressBar(len(jobs))
     tensors, results, unnamed = {}, {}, []
     for key, lora_name, weight, patches in jobs:
         if lora_name is None:
             unnamed.append(key)
         else:
-            baked = bake.bake_weight(weight, patches, rank)
+            baked = bake.bake_weight(weight.to(device), patches, rank)
             if baked is not None:
+                baked = baked.to("cpu")
                 tensors.update(bake.kohya_tensors(lora_name, baked, bias=key.endswith(".bias")))
                 results[key] = baked
         progress.update(1)
