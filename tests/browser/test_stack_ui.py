@@ -445,3 +445,22 @@ def test_loader_node_info_and_block_editor(page, server):
                               "strength_model"]
     saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => n.id === id).widgets_values", node)
     assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False, "auto"]
+
+
+def test_info_panel_pins_trigger_words(page, server):
+    node = stack_with_rows(page, [dict(ROWS[0])])
+    deck.rows_widget(page, node).locator(".ld-info-btn").click()
+    dialog = page.get_by_role("dialog")
+    words = dialog.locator(".ld-trigger-words")
+    page.wait_for_function("el => el.textContent !== 'reading…'", arg=words.element_handle())
+    dialog.locator(".ld-pin-input").fill("my ink, glow")
+    dialog.locator(".ld-pin-save").click()
+    dialog.locator(".ld-pin-status", has_text="saved").wait_for()
+    assert words.inner_text().startswith("my ink, glow")
+    stored = page.evaluate("""async () => (await (await fetch(
+        '/api/loradeck/trigger_words?name=alpha_style.safetensors')).json()).pinned""")
+    assert stored == ["my ink", "glow"]
+    dialog.locator(".ld-pin-input").fill("")  # unpinned again: other tests see the file's own words
+    dialog.locator(".ld-pin-save").click()
+    dialog.locator(".ld-pin-status", has_text="saved").wait_for()
+    assert "my ink" not in words.inner_text()

@@ -3,7 +3,7 @@
 import { toast } from "./comfy.js";
 import { copyText, el, floating, formatBytes } from "./dom.js";
 import { BASE_TO_LAYOUT, layoutForBlocks, layoutIds } from "./blocks.js";
-import { loraEnergy, loraHash, loraInfo, previewURL } from "./server.js";
+import { loraEnergy, loraHash, loraInfo, loraTriggerWords, pinTriggerWords, previewURL } from "./server.js";
 
 export const BASE_LABELS = {
   sd1: "SD1", sd2: "SD2", sdxl: "SDXL", sd3: "SD3", flux: "Flux", flux2: "Flux.2",
@@ -68,7 +68,7 @@ export async function openInfo(name) {
   const preview = info.preview
     ? el("img.ld-preview", { src: previewURL(name), alt: `Preview of ${name}`, loading: "lazy" })
     : null;
-  body.replaceChildren(...[preview, table, energy, tagSection(info.tags || [])].filter(Boolean));
+  body.replaceChildren(...[preview, table, triggerSection(name), energy, tagSection(info.tags || [])].filter(Boolean));
   loraEnergy(name).then((e) => energy.replaceChildren(...energyPicture(e)),
     (e) => energy.replaceChildren(el("div.ld-muted", {}, `Block energy: ${e.message}`)));
 
@@ -125,6 +125,32 @@ function energyPicture({ base, blocks, shares, measured, not_measured: notMeasur
       el("span.ld-muted", {}, `${measured} modules measured` + (notMeasured ? `, ${notMeasured} not` : ""))),
     svg,
   ];
+}
+
+/** The LoRA's trigger words (what its trigger_words outputs give) and a field to pin your own. */
+function triggerSection(name) {
+  const words = el("span.ld-trigger-words", {}, "reading…");
+  const input = el("input.ld-pin-input", { type: "text", placeholder: "words to pin, comma separated",
+    "aria-label": "Pinned trigger words" });
+  const status = el("span.ld-muted.ld-pin-status", {});
+  const show = (found) => {
+    words.textContent = found.words.length ? found.words.join(", ") : "none found";
+    words.title = Object.entries(found.sources).map(([source, list]) => `${source}: ${list.join(", ")}`).join("\n");
+    input.value = (found.pinned || []).join(", ");
+  };
+  const save = el("button.ld-btn.ld-pin-save", { title: "Save the pinned words (empty unpins)", onclick: async () => {
+    const pinned = input.value.split(",").map((w) => w.trim()).filter(Boolean);
+    try {
+      await pinTriggerWords(name, pinned);
+      show(await loraTriggerWords(name));
+      status.textContent = "saved";
+    } catch (e) {
+      status.textContent = `not saved: ${e.message}`;
+    }
+  } }, "Pin");
+  loraTriggerWords(name).then(show, (e) => { words.textContent = e.message; });
+  return el("div.ld-triggers", {}, el("div.ld-tags-head", {}, "Trigger words: ", words),
+    el("div.ld-pin-row", {}, input, save, status));
 }
 
 function bakedFrom(sources) {

@@ -43,6 +43,16 @@ export function loraInfo(name) {
   return infoCache.get(name);
 }
 
+/** {words, sources, pinned, notes}: the trigger words of one LoRA, offline (metadata, sidecars, pinned). */
+export function loraTriggerWords(name) {
+  return getJson(`/loradeck/trigger_words?name=${q(name)}`);
+}
+
+/** Pin `words` for one LoRA (an empty list unpins); the server stores them atomically. */
+export function pinTriggerWords(name, words) {
+  return getJson("/loradeck/trigger_words", { method: "POST", body: JSON.stringify({ name, words }) });
+}
+
 /** The address of a LoRA's preview image (a sidecar beside it; the info says whether there is one). */
 export function previewURL(name) {
   return api.apiURL(`/loradeck/preview?name=${q(name)}`);
