@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import deck
 import pytest
 from playwright.sync_api import expect
 
 APP = deck.APP
-REPO_ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 ROWS = [
     {"on": True, "lora": "alpha_style.safetensors", "strength": 0.8, "clip_strength": None, "blocks": ""},
@@ -283,7 +281,7 @@ def _wait_state(page, condition: str) -> None:
         states = page.evaluate(f"""() => {{ const t = {APP}.extensionManager.workflow.activeWorkflow.changeTracker;
             const f = s => JSON.stringify(s);
             return {{ undo: t.undoQueue.map(f), redo: t.redoQueue.map(f), active: f(t.activeState) }}; }}""")
-        (REPO_ARTIFACTS / "undo-states.json").write_text(json.dumps(states))
+        (page.artifacts / "undo-states.json").write_text(json.dumps(states))
         raise AssertionError(f"{condition} never held; change tracker states in undo-states.json") from None
 
 
