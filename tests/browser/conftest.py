@@ -189,8 +189,12 @@ def page(server, browser, request):
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "loradeck" in m.text.lower() else None)
     pg.goto(server.url + "/")
+    # The frontend loads its startup workflow a moment after the graph exists (and it has a change tracker
+    # once loaded): clearing the graph before then would see the startup workflow replace it.
     pg.wait_for_function("() => window.comfyAPI?.app?.app?.graph && window.__loradeckRegistered "
-                         "&& window.LiteGraph?.registered_node_types?.LoraDeckStack", timeout=90_000)
+                         "&& window.LiteGraph?.registered_node_types?.LoraDeckStack "
+                         "&& window.comfyAPI.app.app.extensionManager?.workflow?.activeWorkflow?.changeTracker",
+                         timeout=90_000)
     pg.evaluate("() => { const app = window.comfyAPI.app.app; app.graph.clear(); app.canvas.ds.offset = [0, 0];"
                 " app.canvas.ds.scale = 1; app.canvas.setDirty(true, true); }")
     pg.errors = errors
