@@ -35,9 +35,12 @@ def add_node_by_search(page, query: str, at=(500, 300)) -> int | str:
     box.fill(query)
     page.locator(".p-autocomplete-option, [role='option']", has_text=query).first.click()
     # Newer frontends hold the chosen node as a ghost that follows the mouse until a click places it.
-    if page.evaluate(f"() => {APP}.graph.nodes.some(n => n.flags?.ghost)"):
+    # The first pointer event after the search closes only moves the ghost: click until it is placed.
+    for _ in range(4):
+        if not page.evaluate(f"() => {APP}.graph.nodes.some(n => n.flags?.ghost)"):
+            break
         page.mouse.click(*at)
-        page.wait_for_function(f"() => !{APP}.graph.nodes.some(n => n.flags?.ghost)")
+        page.wait_for_timeout(200)
     page.wait_for_function(f"(n) => {APP}.graph.nodes.length > n", arg=len(before))
     (new,) = set(page.evaluate(f"() => {APP}.graph.nodes.map(n => n.id)")) - before
     return new

@@ -261,7 +261,7 @@ def test_api_prompt_export_and_import(page, server):
 
 def test_subgraph(page, server):
     node = stack_with_rows(page)
-    page.evaluate(f"(id) => {APP}.graph.convertToSubgraph(new Set([{APP}.graph.getNodeById(id)]))", node)
+    page.evaluate(f"(id) => {{ {APP}.graph.convertToSubgraph(new Set([{APP}.graph.getNodeById(id)])); }}", node)
     assert deck.node_ids(page, "LoraDeckStack") == []  # it now lives inside the subgraph
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
     inner = {k: v for k, v in prompt.items() if v["class_type"] == "LoraDeckStack"}
@@ -441,5 +441,6 @@ def test_loader_node_info_and_block_editor(page, server):
     inputs = prompt[str(node)]["inputs"]
     assert sorted(inputs) == ["block_weights", "lora_name", "skip_unloadable", "split_qkv_scale", "strength_clip",
                               "strength_model"]
-    saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => n.id === id).widgets_values", node)
+    saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => String(n.id) === String(id))"
+                          ".widgets_values", node)
     assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False, "auto"]
