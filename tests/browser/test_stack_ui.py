@@ -202,6 +202,26 @@ def test_missing_without_hash_opens_picker(page, server):
     expect(widget.locator(".ld-row-missing")).to_have_count(0)
 
 
+
+def test_side_panel_reset_clears_rows(page, server):
+    """Newer frontends' properties panel resets a node's parameters to the defaults its inputs declare."""
+    toggle = page.get_by_role("button", name="Toggle properties panel")
+    if toggle.count() == 0:
+        pytest.skip(f"frontend {server.frontend} has no properties panel")
+    node = stack_with_rows(page)
+    deck.settle(page, node)
+    page.evaluate(f"(id) => {{ const c = {APP}.canvas; c.deselectAll(); c.select({APP}.graph.getNodeById(id)); }}",
+                  node)
+    reset = page.get_by_role("button", name="Reset all parameters", exact=True)
+    if not reset.is_visible():  # the panel's open state outlives the page
+        toggle.click()
+    reset.click()
+    expect(deck.rows_widget(page, node).locator(".ld-row")).to_have_count(0)
+    assert deck.rows_of(page, node) == []
+    page.mouse.click(600, 800)  # focus the canvas
+    page.keyboard.press("Control+z")  # and the reset is one undo step
+    page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id)?.widgets[0].value.length === 3", arg=node)
+
 # --- every path rows travel -------------------------------------------------------------------------
 
 
