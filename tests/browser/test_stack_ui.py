@@ -464,3 +464,32 @@ def test_loader_node_info_and_block_editor(page, server):
     saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => String(n.id) === String(id))"
                           ".widgets_values", node)
     assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False, "auto"]
+
+
+def test_loader_in_nodes_2(page, server):
+    """The loader's LoRA picked in the Nodes 2.0 combo, its block editor and info from the node's own buttons."""
+    page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', true)")
+    try:
+        node = deck.add_node(page, "LoraDeckLoader", (420, 120))
+        vue_node = page.locator(f".lg-node[data-node-id='{node}']")
+        vue_node.get_by_role("combobox", name="lora_name").click()
+        page.get_by_role("option", name="styles/beta_ink.safetensors").click()
+        page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).widgets[0].value === "
+                               "'styles/beta_ink.safetensors'", arg=node)
+        vue_node.get_by_role("button", name="Edit block weights").click()
+        popup = page.locator(".ld-editor-popup")
+        popup.locator('.ld-editor[data-mode="sliders"]').wait_for()
+        assert popup.locator(".ld-editor").get_attribute("data-layout") == "sd1"  # read from the picked LoRA
+        popup.locator(".ld-preset").select_option("NOTE")
+        # The node shows what the editor wrote, and the API prompt carries it.
+        page.wait_for_function("(id) => [...document.querySelectorAll(`.lg-node[data-node-id='${id}'] input, "
+                               ".lg-node[data-node-id='${id}'] textarea`)].some(e => e.value === 'BASE=0')", arg=node)
+        page.keyboard.press("Escape")
+        vue_node.get_by_role("button", name="LoRA info").click()
+        page.get_by_role("dialog").locator(".ld-facts").wait_for()
+        assert "8" in page.get_by_role("dialog").locator(".ld-facts").inner_text()  # beta_ink's rank 8
+        page.keyboard.press("Escape")
+        inputs = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")[str(node)]["inputs"]
+        assert (inputs["lora_name"], inputs["block_weights"]) == ("styles/beta_ink.safetensors", "BASE=0")
+    finally:
+        page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', false)")
