@@ -215,12 +215,16 @@ def test_side_panel_reset_clears_rows(page, server):
     reset = page.get_by_role("button", name="Reset all parameters", exact=True)
     if not reset.is_visible():  # the panel's open state outlives the page
         toggle.click()
-    reset.click()
-    expect(deck.rows_widget(page, node).locator(".ld-row")).to_have_count(0)
-    assert deck.rows_of(page, node) == []
-    page.mouse.click(600, 800)  # focus the canvas
-    page.keyboard.press("Control+z")  # and the reset is one undo step
-    page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id)?.widgets[0].value.length === 3", arg=node)
+    try:
+        reset.click()
+        expect(deck.rows_widget(page, node).locator(".ld-row")).to_have_count(0)
+        assert deck.rows_of(page, node) == []
+        page.mouse.click(600, 800)  # focus the canvas
+        page.keyboard.press("Control+z")  # and the reset is one undo step
+        page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id)?.widgets[0].value.length === 3", arg=node)
+    finally:
+        if reset.is_visible():  # close it again: the tests that follow use the whole canvas
+            toggle.click()
 
 # --- every path rows travel -------------------------------------------------------------------------
 
@@ -292,6 +296,25 @@ def test_subgraph(page, server):
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
     assert [v["inputs"]["rows"] for v in prompt.values() if v["class_type"] == "LoraDeckStack"] == [{"__value__": ROWS}]
 
+
+def test_subgraph_edited_inside(page, server):
+    node = stack_with_rows(page)
+    sub = page.evaluate(f"(id) => {APP}.graph.convertToSubgraph(new Set([{APP}.graph.getNodeById(id)])).node.id", node)
+    page.evaluate(f"(id) => {{ const n = {APP}.graph.getNodeById(id); {APP}.canvas.openSubgraph(n.subgraph, n); }}",
+                  sub)  # what the node's "enter subgraph" button does
+    inner = page.evaluate(f"() => {APP}.canvas.graph.nodes.find(n => n.type === 'LoraDeckStack').id")
+    widget = page.locator(".loradeck-rows", has=page.locator(".ld-row")).filter(visible=True)
+    expect(widget).to_have_count(1)
+    strength = widget.locator(".ld-strength").first
+    strength.fill("0.3")
+    strength.press("Tab")
+    assert page.evaluate(f"(id) => {APP}.canvas.graph.getNodeById(id).widgets[0].value[0].strength", inner) == 0.3
+    page.locator("[class*=breadcrumb] a, [class*=breadcrumb] button").first.click()  # back to the workflow
+    page.wait_for_function(f"() => {APP}.canvas.graph === {APP}.graph")
+    expect(page.locator(".ld-row").filter(visible=True)).to_have_count(0)  # the inner rows stay inside
+    prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
+    assert [v["inputs"]["rows"] for v in prompt.values() if v["class_type"] == "LoraDeckStack"] == [
+        {"__value__": [dict(ROWS[0], strength=0.3), ROWS[1], ROWS[2]]}]
 
 def _wait_state(page, condition: str) -> None:
     """Wait for an undo/redo to land; on a timeout, say what the change tracker holds."""
