@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from . import versions
+
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the limit safetensors itself enforces
 MAX_TENSORS = 100_000  # real LoRAs hold a few thousand; full checkpoints about 3000
 # Python's JSON objects cost up to ~20× the text they come from. A header has a few containers per tensor
@@ -56,6 +58,14 @@ class LoraFileError(ValueError):
         super().__init__(f"{Path(path).name}: {problem}")
 
 
+class FileChangedError(LoraFileError):
+    """The file on disk is no longer the version read before; reading it again from its header is safe."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, "changed on disk while it was being read; wait until it is completely written "
+                         "and run again")
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     dtype: str
@@ -73,6 +83,7 @@ class Header:
     path: str
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
+    version: versions.FileVersion | None = None  # the file version the header was read from
 
 
 @dataclass
@@ -86,11 +97,21 @@ class ReadStats:
 stats = ReadStats()
 
 
-def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
-    """(real path, size, mtime_ns): changes whenever the file on disk does."""
+def file_identity(path: str | os.PathLike) -> versions.FileVersion:
+    """The version of the file now on disk (loader/versions.py): every cache of the pack keys by it."""
     real = os.path.realpath(path)
-    st = _stat(real)
-    return real, st.st_size, st.st_mtime_ns
+    _regular_file_size(real)
+    with _open(real) as f:
+        return _version_of(real, f)
+
+
+def _version_of(real: str, f) -> versions.FileVersion:
+    try:
+        return versions.of_open_file(real, f)
+    except versions.FileChanged:
+        raise FileChangedError(real) from None
+    except OSError as e:
+        raise LoraFileError(real, f"cannot be read ({e.strerror or e})") from None
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -100,6 +121,9 @@ def read_header(path: str | os.PathLike) -> Header:
     if size < 8:
         raise LoraFileError(path, f"is {size} bytes long; too short to be a safetensors file")
     with _open(path) as f:
+        version = _version_of(os.path.realpath(path), f)
+        size = version.size
+        f.seek(0)
         (header_len,) = struct.unpack("<Q", f.read(8))
         if header_len > MAX_HEADER_BYTES:
             raise LoraFileError(path, f"claims a {header_len}-byte header (the limit is {MAX_HEADER_BYTES})")
@@ -108,6 +132,7 @@ def read_header(path: str | os.PathLike) -> Header:
                 path, f"claims a {header_len}-byte header but the file has {size - 8} bytes after it "
                 "(truncated download?)")
         raw = f.read(header_len)
+        _unchanged_since(version, f, versions.check_stat_unchanged)
     parsed = _parse_json(path, raw)
     if not isinstance(parsed, dict):
         raise LoraFileError(path, "has a header that is not a JSON object")
@@ -121,7 +146,17 @@ def read_header(path: str | os.PathLike) -> Header:
     data_size = size - data_start
     tensors = {name: _tensor_info(path, name, entry, data_start, data_size) for name, entry in parsed.items()}
     _check_no_overlap(path, tensors)
-    return Header(path=path, tensors=tensors, metadata=metadata)
+    return Header(path=path, tensors=tensors, metadata=metadata, version=version)
+
+
+def _unchanged_since(version: versions.FileVersion | None, f, check) -> None:
+    """FileChangedError when the open file is no longer `version`; callers read it again from its header."""
+    if version is None:
+        return
+    try:
+        check(version, f)
+    except versions.FileChanged:
+        raise FileChangedError(version.path) from None
 
 
 def _stat(path: str) -> os.stat_result:
@@ -225,11 +260,16 @@ def _check_no_overlap(path: str, tensors: dict[str, TensorInfo]) -> None:
 
 
 def read_tensors(header: Header, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Read the named tensors (all when None) from the file the header came from, in their stored dtype."""
+    """Read the named tensors (all when None) from the file the header came from, in their stored dtype.
+
+    FileChangedError when the file on disk is no longer the version the header was read from (checked
+    before and after reading): the offsets of one version never read the bytes of another.
+    """
     wanted = list(header.tensors) if names is None else names
     out: dict[str, torch.Tensor] = {}
     stats.files_opened += 1
     with _open(header.path) as f:
+        _unchanged_since(header.version, f, versions.check_unchanged)
         for name in sorted(wanted, key=lambda n: header.tensors[n].start):
             info = header.tensors[name]
             f.seek(info.start)
@@ -240,6 +280,7 @@ def read_tensors(header: Header, names: list[str] | None = None) -> dict[str, to
             dtype = DTYPES[info.dtype]
             tensor = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             out[name] = tensor.reshape(info.shape)
+        _unchanged_since(header.version, f, versions.check_stat_unchanged)
     return out
 
 

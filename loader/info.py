@@ -52,7 +52,10 @@ def base_from_metadata(meta: dict[str, str]) -> str | None:
 def block_energy(path: str | os.PathLike) -> dict:
     """Each block's share of the LoRA's weight change (‖ΔW‖² per block, exact, from the factors), with
     blocks read from the LoRA's own module names (the info panel has no model to ask)."""
-    loaded = cache.shared_cache.load(str(path))
+    return cache.shared_cache.use(str(path), _block_energy)
+
+
+def _block_energy(loaded: cache.LoadedLora) -> dict:
     block_map, stand_in = blocks.guess_from_lora(loaded.adapters, loaded.layout.base)
     entries = [energy.KeyEnergy(stand_in[key], None, *energy.adapter_norm(adapter))
                for key, adapter in loaded.adapters.items()]

@@ -67,9 +67,18 @@ def info(source: str | os.PathLike | files.Header, read_alphas: bool = True) -> 
         "steps": meta.get("ss_steps") or meta.get("ss_max_train_steps"),
         "tags": tag_counts(meta),
         "has_thumbnail": "modelspec.thumbnail" in meta,
+        "baked_from": baked_from(meta),
         "metadata": {k: v for k, v in meta.items()
                      if k.startswith(("ss_", "sshs_", "modelspec.")) and k not in _BULKY},
     }
+
+
+def baked_from(meta: dict[str, str]) -> list[dict] | None:
+    """The sources a LoRA Deck bake names in its metadata (nodes/baking.py), or None."""
+    sources = _json(meta.get("loradeck.baked_from"))
+    if not isinstance(sources, list):
+        return None
+    return [s for s in sources if isinstance(s, dict) and isinstance(s.get("name"), str)] or None
 
 
 def _header_of(source) -> tuple[files.Header, dict | None]:

@@ -133,6 +133,8 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, mod
     used = [m for m, (target, _) in targets.items() if strengths[target] != 0 or entry.blocks]
     try:
         loaded_adapters = loaded.adapters_for(used)
+    except files.FileChangedError:
+        raise  # read again from the file's header by the caller (LoraCache.use)
     except files.LoraFileError as e:  # NaN/inf data, or tensors its adapter math cannot use
         raise LoraApplyError(f"{entry.lora_name}: {e.problem}") from None
     contributions: list[Contribution] = []

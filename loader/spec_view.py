@@ -69,9 +69,11 @@ def lora_block_map(module_keys: Iterable[str], base: str | None) -> BlockMap:
 
 def lora_blocks(path: str | os.PathLike) -> tuple[str | None, BlockMap]:
     """(base model, block map from its module names) of the LoRA at `path`, as its block energy reads it."""
-    loaded = cache.shared_cache.load(str(path))
-    base = loaded.layout.base or info.base_from_metadata(loaded.header.metadata)
-    return base, lora_block_map(loaded.adapters, loaded.layout.base)
+    def read(loaded: cache.LoadedLora):
+        base = loaded.layout.base or info.base_from_metadata(loaded.header.metadata)
+        return base, lora_block_map(loaded.adapters, loaded.layout.base)
+
+    return cache.shared_cache.use(str(path), read)
 
 
 @functools.lru_cache(maxsize=len(LAYOUTS))

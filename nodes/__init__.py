@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension
 
-from . import block_view, lora_nodes, routes
+from . import bake_node, block_view, lora_nodes, routes
 
 
 class LoraDeckExtension(ComfyExtension):
     async def get_node_list(self):
-        return [*lora_nodes.NODES, *block_view.NODES]
+        return [*lora_nodes.NODES, *block_view.NODES, *bake_node.NODES]
 
 
 async def comfy_entrypoint() -> LoraDeckExtension:

@@ -10,16 +10,16 @@ import comfy.lora
 from comfy_api.latest import io
 
 from ..loader import blocks, cache, energy, heatmap, plan, spec
-from . import folders, patching
+from . import folders, patching, schema
 
 
 class LoraDeckBlockView(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema.schema(
             node_id="LoraDeckBlockView",
+            search_aliases=["lora", "lora blocks", "lora block weight", "lora heatmap", "where a lora acts"],
             display_name="LoRA Deck Block View",
-            category="loaders/LoRA Deck",
             description="Where a LoRA acts: ‖ΔW‖ per block (exact, from the LoRA's factors), its share, and "
                         "the block weights a spec would apply, as a table and a heatmap.",
             inputs=[
@@ -39,9 +39,13 @@ class LoraDeckBlockView(io.ComfyNode):
         return folders.validation_error(lora_name)
 
     @classmethod
+    def fingerprint_inputs(cls, lora_name, **_):
+        return folders.file_versions([lora_name])
+
+    @classmethod
     def execute(cls, lora_name, model=None, clip=None, block_weights=""):
-        loaded = cache.shared_cache.load(folders.resolve(lora_name))
-        entries, block_map, notes = _entries(loaded, model, clip)
+        loaded, (entries, block_map, notes) = cache.shared_cache.use(
+            folders.resolve(lora_name), lambda loaded: (loaded, _entries(loaded, model, clip)))
         try:
             weights = spec.parse(block_weights or "", block_map)
         except spec.SpecError as e:

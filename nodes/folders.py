@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import folder_paths
 
-from ..loader import files, names
+from ..loader import files, hashes, names
 
 
 def lora_names() -> list[str]:
@@ -32,10 +33,23 @@ def resolve_checked(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _check_header(path: str, identity: tuple[str, int, int]) -> None:
+def _check_header(path: str, identity: files.versions.FileVersion) -> None:
     # Validation runs on the server's event loop for every queued prompt: a file that passed is not re-read
     # until it changes on disk. Refusals raise, so they are never cached.
     files.read_header(path)
+
+
+def file_versions(wanted) -> str:
+    """The version on disk of each named LoRA (loader/versions.py), as a node's input fingerprint: the host
+    runs a node again when a file it names was replaced, even with the same size and mtime."""
+    parts = []
+    for name in wanted:
+        try:
+            version = files.file_identity(resolve(name))
+            parts.append(f"{name} {version.fingerprint} {version.stat_part}")
+        except (names.LoraNameError, files.LoraFileError) as e:
+            parts.append(f"{name} {e}")
+    return "\n".join(parts)
 
 
 def validation_error(name: str) -> bool | str:
@@ -45,3 +59,14 @@ def validation_error(name: str) -> bool | str:
     except (names.LoraNameError, files.LoraFileError) as e:
         return str(e)
     return True
+
+
+_hash_cache: list[hashes.HashCache] = []
+
+
+def hash_cache() -> hashes.HashCache:
+    """The pack's SHA-256 cache, kept in `<user>/loradeck/hash-cache.json` (the routes' store)."""
+    if not _hash_cache:
+        _hash_cache.append(hashes.HashCache(os.path.join(folder_paths.get_user_directory(), "loradeck",
+                                                         "hash-cache.json")))
+    return _hash_cache[0]

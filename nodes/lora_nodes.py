@@ -5,9 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..loader import split_qkv, stack
-from . import folders, patching
+from . import folders, patching, schema
 
-CATEGORY = "loaders/LoRA Deck"
 LORA_STACK = io.Custom("LORA_STACK")
 LORADECK_ROWS = io.Custom("LORADECK_ROWS")
 
@@ -39,10 +38,10 @@ def _split_qkv_scale():
 class LoraDeckLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema.schema(
             node_id="LoraDeckLoader",
+            search_aliases=["lora", "load lora", "lora loader", "lycoris", "lora block weight", "lbw"],
             display_name="LoRA Deck Loader",
-            category=CATEGORY,
             description="Apply one LoRA of any format to a model (and text encoder), with optional block weights.",
             inputs=[
                 io.Model.Input("model"),
@@ -63,6 +62,10 @@ class LoraDeckLoader(io.ComfyNode):
         return folders.validation_error(lora_name)
 
     @classmethod
+    def fingerprint_inputs(cls, lora_name, **_):
+        return folders.file_versions([lora_name])
+
+    @classmethod
     def execute(cls, model, lora_name, strength_model, clip=None, strength_clip=1.0, block_weights="",
                 skip_unloadable=False, split_qkv_scale="auto"):
         if strength_model == 0 and (clip is None or strength_clip == 0):
@@ -76,10 +79,10 @@ class LoraDeckLoader(io.ComfyNode):
 class LoraDeckStack(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema.schema(
             node_id="LoraDeckStack",
+            search_aliases=["lora", "lora stack", "multiple loras", "lora list", "stack loras"],
             display_name="LoRA Deck Stack",
-            category=CATEGORY,
             description="Rows of LoRAs, each with model and clip strength, a toggle and block weights. "
                         "Extends an incoming LORA_STACK from any pack.",
             inputs=[
@@ -101,6 +104,13 @@ class LoraDeckStack(io.ComfyNode):
         return True
 
     @classmethod
+    def fingerprint_inputs(cls, rows=None, **_):
+        try:
+            return folders.file_versions(row.lora for row in stack.rows_from_value(rows) if row.on and row.lora)
+        except (stack.StackError, ValueError) as e:
+            return str(e)
+
+    @classmethod
     def execute(cls, lora_stack=None, rows=None):
         return io.NodeOutput(stack.build_stack(lora_stack, stack.rows_from_value(rows)))
 
@@ -108,10 +118,10 @@ class LoraDeckStack(io.ComfyNode):
 class LoraDeckApply(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return schema.schema(
             node_id="LoraDeckApply",
+            search_aliases=["lora", "apply lora stack", "lora stack", "load lora stack"],
             display_name="LoRA Deck Apply Stack",
-            category=CATEGORY,
             description="Apply a LORA_STACK (from LoRA Deck or any other pack) to a model and text encoder.",
             inputs=[io.Model.Input("model"), LORA_STACK.Input("lora_stack"), io.Clip.Input("clip", optional=True),
                     _skip_unloadable(), _split_qkv_scale()],

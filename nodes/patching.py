@@ -127,8 +127,7 @@ def apply_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = 
         except spec.SpecError as e:
             raise LoraApplyError(f"{entry.lora_name}: block weights: {e}") from None
         try:
-            loaded = _load(entry.lora_name)
-            report, contributions = plan_entry(loaded, entry, weights, facts, split_qkv_scale)
+            loaded, report, contributions = _plan(entry, weights, facts, split_qkv_scale)
         except LoraApplyError as e:
             if not skip_unloadable:
                 raise
@@ -165,16 +164,21 @@ def block_map_of(model, clip, shapes: dict | None = None) -> BlockMap:
                               shapes["model"], shapes["clip"])
 
 
-def _load(lora_name: str):
+def _plan(entry: StackEntry, weights, facts: ModelFacts, split_qkv_scale: str):
+    """(file, report, contributions) of one entry, every tensor from the one version of the file on disk."""
+    def plan(loaded):
+        problem = loaded.layout.problem()
+        if problem:
+            raise LoraApplyError(f"{entry.lora_name}: {problem}")
+        return (loaded, *plan_entry(loaded, entry, weights, facts, split_qkv_scale))
+
     try:
-        loaded = cache.shared_cache.load(folders.resolve(lora_name))
+        return cache.shared_cache.use(folders.resolve(entry.lora_name), plan)
     except (files.LoraFileError, OSError, ValueError) as e:
+        if isinstance(e, LoraApplyError):
+            raise
         problem = e.problem if isinstance(e, files.LoraFileError) else str(e)
-        raise LoraApplyError(f"{lora_name}: {problem}") from None
-    problem = loaded.layout.problem()
-    if problem:
-        raise LoraApplyError(f"{lora_name}: {problem}")
-    return loaded
+        raise LoraApplyError(f"{entry.lora_name}: {problem}") from None
 
 
 def _attach_metadata(metadata: dict[str, str], *patchers) -> None:

@@ -140,14 +140,14 @@ class LoraRoutes:
             return _error(e.status, str(e))
         except (LoraFileError, OSError, ValueError) as e:
             return web.json_response({"name": name, "error": str(e)})
-        sha = self.cache.known(path)
+        sha = await asyncio.to_thread(self.cache.known, path)
         facts.update(name=name, sha256=sha, autov2=hashes.autov2(sha) if sha else None)
         return web.json_response(facts)
 
     async def energy(self, request: web.Request) -> web.Response:
         try:
             name, path = await self._resolved(request.query.get("name"))
-            identity = _vanished_is_404(file_identity, path)
+            identity = await asyncio.to_thread(_vanished_is_404, file_identity, path)
             if identity not in self._energy:
                 self._energy[identity] = await asyncio.to_thread(_vanished_is_404, block_energy, path)
         except _Refused as e:
@@ -168,6 +168,8 @@ class LoraRoutes:
             size = _vanished_is_404(os.path.getsize, path)
         except _Refused as e:
             return _error(e.status, str(e))
+        except (LoraFileError, OSError) as e:  # unreadable, or changed on disk while it was hashed
+            return _error(409, str(e))
         return web.json_response({"name": name, "sha256": sha, "autov2": hashes.autov2(sha), "size": size})
 
     async def find(self, request: web.Request) -> web.Response:
@@ -188,7 +190,7 @@ class LoraRoutes:
                 try:
                     if (await self._hash(path)).startswith(wanted):
                         matches.append(name)
-                except _Refused:  # gone since it was listed
+                except (_Refused, LoraFileError, OSError):  # gone, unreadable or rewritten since it was listed
                     continue
         return web.json_response({"sha256": wanted, "matches": matches})
 
@@ -222,7 +224,7 @@ class LoraRoutes:
 
     async def _lora_blocks(self, path: str):
         """(base, block map) from the LoRA's module names, read off the loop once per file version."""
-        identity = _vanished_is_404(file_identity, path)
+        identity = await asyncio.to_thread(_vanished_is_404, file_identity, path)
         if identity not in self._lora_maps:
             self._lora_maps[identity] = await asyncio.to_thread(_vanished_is_404, spec_view.lora_blocks, path)
             while len(self._lora_maps) > ENERGY_CACHE_SIZE:
@@ -234,7 +236,7 @@ class LoraRoutes:
         return await asyncio.to_thread(self.resolve, raw)
 
     async def _hash(self, path: str) -> str:
-        known = self.cache.known(path)
+        known = await asyncio.to_thread(self.cache.known, path)
         if known:
             return known
         real = os.path.realpath(path)

@@ -9,82 +9,29 @@ good prompt: the process and its executor keep working.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
 
 import hostile_corpus as corpus
 import hosting
+import probes
 import pytest
 import torch
 from safetensors.torch import save
 
-import nodes
-
-MODELS: dict[str, object] = {}
-
-
-class HostileMiniModel:
-    """Test source node: the session's miniature SD1 model and text encoder."""
-
-    RETURN_TYPES = ("MODEL", "CLIP")
-    FUNCTION = "make"
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    def make(self):
-        return MODELS["model"], MODELS["clip"]
-
-
-class HostileProbe:
-    """Test output node: patches the model the way a sampler would (the host's own patch_model), then unpatches."""
-
-    RETURN_TYPES = ()
-    FUNCTION = "probe"
-    OUTPUT_NODE = True
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)},
-                "optional": {"clip": ("CLIP",), "report": ("STRING", {"forceInput": True})}}
-
-    def probe(self, model, clip=None, report=""):
-        model.patch_model()
-        try:
-            finite = all(bool(torch.isfinite(p).all()) for p in model.model.parameters())
-            patched_weights = weights_digest(model.model)
-        finally:
-            model.unpatch_model()
-        return {"ui": {"report": [report], "patched": [len(model.patches)], "finite": [finite],
-                       "patched_weights": [patched_weights], "base_weights": [weights_digest(model.model)]}}
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of every weight's bytes: two runs patched the model identically when their digests are equal."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
 
 @pytest.fixture(scope="module")
 def host(pack, loras_dir, sd15, sd15_clip):
-    MODELS.update(model=sd15, clip=sd15_clip)
-    nodes.NODE_CLASS_MAPPINGS.update(HostileMiniModel=HostileMiniModel, HostileProbe=HostileProbe)
+    probes.MODELS.update(model=sd15, clip=sd15_clip)
+    added = probes.register("Hostile")
     (loras_dir / "hostile").mkdir(exist_ok=True)
     (loras_dir / "hostile" / "good.safetensors").write_bytes(corpus.good_bytes())
     # The reference: the good prompt on a host that has seen no hostile input (an executor of its own).
     status, clean = Host(loras_dir / "hostile").run(GOOD_PROMPT)
     assert status == "ok", clean
     yield Host(loras_dir / "hostile", clean["3"])
-    for name in ("HostileMiniModel", "HostileProbe"):
-        nodes.NODE_CLASS_MAPPINGS.pop(name, None)
+    probes.unregister(added)
 
 
 class Host:

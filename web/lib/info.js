@@ -51,6 +51,7 @@ export async function openInfo(name) {
       : ""],
     ["Problem", info.problem],
     ["Resolution", (info.resolution || []).join("x")],
+    ["Baked from", bakedFrom(info.baked_from)],
     ["Title", info.title],
     ["Trigger", info.trigger_phrase],
     ["Hashes", hashCell],
@@ -121,6 +122,12 @@ function energyPicture({ base, blocks, shares, measured, not_measured: notMeasur
       el("span.ld-muted", {}, `${measured} modules measured` + (notMeasured ? `, ${notMeasured} not` : ""))),
     svg,
   ];
+}
+
+function bakedFrom(sources) {
+  if (!sources?.length) return "";
+  return sources.map((s) => `${s.name} (model ${s.strength_model}, clip ${s.strength_clip}` +
+    (s.blocks ? `, blocks ${s.blocks}` : "") + (s.autov2 ? `, AutoV2 ${s.autov2}` : "") + ")").join("; ");
 }
 
 function baseText(info) {
