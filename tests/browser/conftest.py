@@ -195,8 +195,11 @@ def page(server, browser, request):
                          "&& window.LiteGraph?.registered_node_types?.LoraDeckStack "
                          "&& window.comfyAPI.app.app.extensionManager?.workflow?.activeWorkflow?.changeTracker",
                          timeout=90_000)
+    # The empty graph is then the change tracker's starting point: an undo never goes back to the startup workflow.
     pg.evaluate("() => { const app = window.comfyAPI.app.app; app.graph.clear(); app.canvas.ds.offset = [0, 0];"
-                " app.canvas.ds.scale = 1; app.canvas.setDirty(true, true); }")
+                " app.canvas.ds.scale = 1; app.canvas.setDirty(true, true);"
+                " const t = app.extensionManager.workflow.activeWorkflow.changeTracker;"
+                " t.reset(app.graph.serialize()); t.undoQueue.length = 0; t.redoQueue.length = 0; }")
     pg.errors = errors
     pg.artifacts = server.artifacts  # this frontend's folder of test-artifacts/browser
     yield pg
