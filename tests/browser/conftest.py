@@ -178,6 +178,16 @@ def browser():
         chromium.close()
 
 
+def _page_error(errors: list[str], error) -> None:
+    """Record an uncaught error in the page, unless it is thrown inside the frontend's PrimeVue bundle (code
+    of ours would be the top frame): frontend 1.35.9's Nodes 2.0 combo throws one whenever its list closes."""
+    frames = [line.strip() for line in (error.stack or "").splitlines()[1:]]
+    if frames and "/assets/vendor-primevue-" in frames[0]:
+        print(f"(the frontend's own error, not counted: {error} {frames[0]})")
+        return
+    errors.append(f"{error} {frames[:2]}")
+
+
 @pytest.fixture
 def page(server, browser, request):
     """A fresh page on the ComfyUI frontend with an empty graph; a screenshot is kept after the test."""
@@ -186,7 +196,7 @@ def page(server, browser, request):
     context.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
     pg = context.new_page()
     errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("pageerror", lambda e: _page_error(errors, e))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "loradeck" in m.text.lower() else None)
     pg.goto(server.url + "/")
     # The frontend loads its startup workflow a moment after the graph exists (and it has a change tracker
