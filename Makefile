@@ -15,7 +15,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # The host's requirements minus the packages that would pull another torch build (none are needed here).
 HOST_REQ_SKIP := torch|torchvision|torchaudio|kornia|spandrel
 
-.PHONY: all setup browser test test-unit test-integration test-browser demo serve lint bench fuzz gpu-wheels clean
+.PHONY: all setup browser frontends test test-unit test-integration test-browser demo serve lint bench fuzz gpu-wheels clean
 
 all: setup
 
@@ -43,12 +43,25 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
 	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
+# The browser suite also runs on each frontend listed in tests/browser/frontends.txt (besides the host's
+# pinned one), each installed from PyPI into its own folder; the server gets it through --front-end-root.
+FRONTENDS := $(shell grep -vE '^\s*(\#|$$)' tests/browser/frontends.txt)
+FRONTEND_DIRS := $(foreach v,$(FRONTENDS),$(VENV)/frontends/$(v)/.ready)
+
+frontends: $(FRONTEND_DIRS)
+
+$(VENV)/frontends/%/.ready: | setup
+	rm -rf $(VENV)/frontends/$*
+	$(PIP) install --no-deps --target $(VENV)/frontends/$* comfyui-frontend-package==$*
+	test -f $(VENV)/frontends/$*/comfyui_frontend_package/static/index.html
+	touch $@
+
 # -rs lists every skip; one that tests/allowed_skips.txt does not list fails the run (tests/skip_guard.py).
-test: setup browser
+test: setup browser frontends
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -rs
 
-test-browser: setup browser
+test-browser: setup browser frontends
 	$(PY) -m pytest -q -rs tests/browser
 
 test-unit: setup

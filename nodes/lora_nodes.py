@@ -96,7 +96,8 @@ class LoraDeckStack(io.ComfyNode):
                         "Extends an incoming LORA_STACK from any pack.",
             inputs=[
                 LORA_STACK.Input("lora_stack", optional=True),
-                LORADECK_ROWS.Input("rows", optional=True),
+                # A default lets the frontend reset the rows (newer frontends' "Reset to default"): no rows.
+                LORADECK_ROWS.Input("rows", optional=True, extra_dict={"default": []}),
             ],
             outputs=[LORA_STACK.Output(display_name="LORA_STACK"), _trigger_words_output()],
         )

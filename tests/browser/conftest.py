@@ -2,12 +2,16 @@
 
 The server runs from COMFYUI_PATH with `--base-directory` pointing at a temporary folder whose
 custom_nodes holds links to this pack and to the test-only pack (a miniature model node), and whose
-loras folder holds small real LoRA files (fixtures.py). Screenshots go to test-artifacts/browser/.
+loras folder holds small real LoRA files (fixtures.py). Every test that uses the server runs once per
+frontend: the host's pinned one and each version in frontends.txt (`make frontends` installs them into
+.venv/frontends/<version>; the server serves one with `--front-end-root`). Test ids carry the version;
+screenshots and the server's log go to test-artifacts/browser/<version>/.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import socket
@@ -38,6 +42,42 @@ USER_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": 
                  "Comfy.Workflow.ShowMissingModelsWarning": False, "Comfy.Minimap.Visible": False}
 
 
+FRONTENDS_TXT = Path(__file__).with_name("frontends.txt")
+FRONTENDS_DIR = REPO / ".venv" / "frontends"
+
+
+def _frontends() -> list[str]:
+    """The host's pinned frontend version, then each further version listed in frontends.txt."""
+    pinned = importlib.metadata.version("comfyui-frontend-package")
+    listed = [line.strip() for line in FRONTENDS_TXT.read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    return [pinned] + [v for v in listed if v != pinned]
+
+
+FRONTENDS = _frontends()
+PINNED = FRONTENDS[0]
+
+
+def pytest_generate_tests(metafunc):
+    if "server" in metafunc.fixturenames:
+        metafunc.parametrize("frontend", FRONTENDS, indirect=True, scope="session", ids=FRONTENDS)
+
+
+@pytest.fixture(scope="session")
+def frontend(request) -> str:
+    return request.param
+
+
+def _front_end_root(version: str) -> list[str]:
+    """The server's arguments for `version`: none for the pinned one (the host serves its own)."""
+    if version == PINNED:
+        return []
+    static = FRONTENDS_DIR / version / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").is_file():
+        pytest.fail(f"frontend {version} is not installed at {static}: run `make frontends`")
+    return ["--front-end-root", str(static)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,8 +85,10 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, url: str, base: Path, loras: Path, outside: Path, files: dict[str, Path]):
+    def __init__(self, url: str, base: Path, loras: Path, outside: Path, files: dict[str, Path], frontend: str):
         self.url, self.base, self.loras, self.outside, self.files = url, base, loras, outside, files
+        self.frontend = frontend
+        self.artifacts = ARTIFACTS / frontend
 
     def get(self, path: str) -> tuple[int, dict]:
         try:
@@ -70,7 +112,7 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def server(tmp_path_factory, frontend):
     if not (COMFYUI_PATH / "main.py").is_file():
         pytest.fail(f"no ComfyUI at {COMFYUI_PATH}: run `make setup` or set COMFYUI_PATH")
     root = tmp_path_factory.mktemp("comfy")
@@ -90,20 +132,21 @@ def server(tmp_path_factory):
     # SOFTFACE for the editor's preset picker; the grammar table's presets, which its specs name.
     user_presets.write_text("# my presets\nSOFTFACE:IN04=0.5, OUT05=0.25\n"
                             + "".join(f"{name}:{text}\n" for name, text in spec_table.USER_PRESETS.items()))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    artifacts = ARTIFACTS / frontend
+    artifacts.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    log = open(ARTIFACTS / "server.log", "w")  # noqa: SIM115 (the server writes to it until teardown)
+    log = open(artifacts / "server.log", "w")  # noqa: SIM115 (the server writes to it until teardown)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--base-directory", str(base), "--disable-auto-launch"],
+         "--base-directory", str(base), "--disable-auto-launch", *_front_end_root(frontend)],
         cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT, env=env)
-    srv = Server(f"http://127.0.0.1:{port}", base, loras, outside, files)
+    srv = Server(f"http://127.0.0.1:{port}", base, loras, outside, files, frontend)
     try:
         deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode}; see {ARTIFACTS / 'server.log'}")
+                pytest.fail(f"ComfyUI exited with {process.returncode}; see {artifacts / 'server.log'}")
             try:
                 status, body = srv.get("/object_info/LoraDeckStack")
                 if status == 200 and body:
@@ -111,7 +154,7 @@ def server(tmp_path_factory):
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"ComfyUI did not serve LoraDeckStack in 180 s; see {ARTIFACTS / 'server.log'}")
+                pytest.fail(f"ComfyUI did not serve LoraDeckStack in 180 s; see {artifacts / 'server.log'}")
             time.sleep(0.5)
         yield srv
     finally:
@@ -146,22 +189,31 @@ def page(server, browser, request):
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "loradeck" in m.text.lower() else None)
     pg.goto(server.url + "/")
+    # The frontend loads its startup workflow a moment after the graph exists (and it has a change tracker
+    # once loaded): clearing the graph before then would see the startup workflow replace it.
     pg.wait_for_function("() => window.comfyAPI?.app?.app?.graph && window.__loradeckRegistered "
-                         "&& window.LiteGraph?.registered_node_types?.LoraDeckStack", timeout=90_000)
+                         "&& window.LiteGraph?.registered_node_types?.LoraDeckStack "
+                         "&& window.comfyAPI.app.app.extensionManager?.workflow?.activeWorkflow?.changeTracker",
+                         timeout=90_000)
+    # The empty graph is then the change tracker's starting point: an undo never goes back to the startup workflow.
     pg.evaluate("() => { const app = window.comfyAPI.app.app; app.graph.clear(); app.canvas.ds.offset = [0, 0];"
-                " app.canvas.ds.scale = 1; app.canvas.setDirty(true, true); }")
+                " app.canvas.ds.scale = 1; app.canvas.setDirty(true, true);"
+                " const t = app.extensionManager.workflow.activeWorkflow.changeTracker;"
+                " t.reset(app.graph.serialize()); t.undoQueue.length = 0; t.redoQueue.length = 0; }")
     pg.errors = errors
+    pg.artifacts = server.artifacts  # this frontend's folder of test-artifacts/browser
     yield pg
     name = request.node.name.replace("/", "_")
     with contextlib.suppress(Exception):  # the screenshot is an aid, never the verdict
-        pg.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        pg.screenshot(path=str(server.artifacts / f"{name}.png"))
     context.close()
     assert not errors, f"errors in the page: {errors}"
 
 
-@pytest.fixture(scope="session")
-def docs_dir():
-    folder = REPO / "test-artifacts" / "docs"
+@pytest.fixture
+def docs_dir(frontend):
+    """Where the documentation's pictures go: test-artifacts/docs from the pinned frontend, else per version."""
+    folder = REPO / "test-artifacts" / "docs" if frontend == PINNED else ARTIFACTS / frontend / "docs"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

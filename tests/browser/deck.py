@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 APP = "window.comfyAPI.app.app"
 
 
-def add_node(page, node_type: str, pos=(80, 80)) -> int:
+def add_node(page, node_type: str, pos=(80, 80)) -> int | str:  # newer frontends' node ids are strings
     return page.evaluate(
         f"""([type, pos]) => {{
             const node = window.LiteGraph.createNode(type);
@@ -18,10 +18,12 @@ def add_node(page, node_type: str, pos=(80, 80)) -> int:
         }}""", [node_type, list(pos)])
 
 
-def add_node_by_search(page, query: str, at=(500, 300)) -> int:
+def add_node_by_search(page, query: str, at=(500, 300)) -> int | str:
     """Add a node the way a user does: double-click the canvas, type in the node search, press Enter."""
     before = set(page.evaluate(f"() => {APP}.graph.nodes.map(n => n.id)"))
-    box = page.locator(".comfy-vue-node-search-container input, input[placeholder*='Search']").first
+    # The search box: "Search Nodes..." up to frontend 1.3x, "Add a node..." in newer ones.
+    box = page.locator(".comfy-vue-node-search-container input, input[placeholder*='Search'], "
+                       "input[placeholder*='Add a node']").first
     for attempt in range(4):  # a double-click that lands while the canvas is still settling opens nothing
         page.mouse.dblclick(*at)
         try:
@@ -32,6 +34,13 @@ def add_node_by_search(page, query: str, at=(500, 300)) -> int:
                 raise
     box.fill(query)
     page.locator(".p-autocomplete-option, [role='option']", has_text=query).first.click()
+    # Newer frontends hold the chosen node as a ghost that follows the mouse until a click places it.
+    # The first pointer event after the search closes only moves the ghost: click until it is placed.
+    for _ in range(4):
+        if not page.evaluate(f"() => {APP}.graph.nodes.some(n => n.flags?.ghost)"):
+            break
+        page.mouse.click(*at)
+        page.wait_for_timeout(200)
     page.wait_for_function(f"(n) => {APP}.graph.nodes.length > n", arg=len(before))
     (new,) = set(page.evaluate(f"() => {APP}.graph.nodes.map(n => n.id)")) - before
     return new

@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 
 import deck
 import pytest
 from playwright.sync_api import expect
 
 APP = deck.APP
-REPO_ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 ROWS = [
     {"on": True, "lora": "alpha_style.safetensors", "strength": 0.8, "clip_strength": None, "blocks": ""},
@@ -204,6 +202,30 @@ def test_missing_without_hash_opens_picker(page, server):
     expect(widget.locator(".ld-row-missing")).to_have_count(0)
 
 
+
+def test_side_panel_reset_clears_rows(page, server):
+    """Newer frontends' properties panel resets a node's parameters to the defaults its inputs declare."""
+    toggle = page.get_by_role("button", name="Toggle properties panel")
+    if toggle.count() == 0:
+        pytest.skip(f"frontend {server.frontend} has no properties panel")
+    node = stack_with_rows(page)
+    deck.settle(page, node)
+    page.evaluate(f"(id) => {{ const c = {APP}.canvas; c.deselectAll(); c.select({APP}.graph.getNodeById(id)); }}",
+                  node)
+    reset = page.get_by_role("button", name="Reset all parameters", exact=True)
+    if not reset.is_visible():  # the panel's open state outlives the page
+        toggle.click()
+    try:
+        reset.click()
+        expect(deck.rows_widget(page, node).locator(".ld-row")).to_have_count(0)
+        assert deck.rows_of(page, node) == []
+        page.mouse.click(600, 800)  # focus the canvas
+        page.keyboard.press("Control+z")  # and the reset is one undo step
+        page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id)?.widgets[0].value.length === 3", arg=node)
+    finally:
+        if reset.is_visible():  # close it again: the tests that follow use the whole canvas
+            toggle.click()
+
 # --- every path rows travel -------------------------------------------------------------------------
 
 
@@ -263,7 +285,7 @@ def test_api_prompt_export_and_import(page, server):
 
 def test_subgraph(page, server):
     node = stack_with_rows(page)
-    page.evaluate(f"(id) => {APP}.graph.convertToSubgraph(new Set([{APP}.graph.getNodeById(id)]))", node)
+    page.evaluate(f"(id) => {{ {APP}.graph.convertToSubgraph(new Set([{APP}.graph.getNodeById(id)])); }}", node)
     assert deck.node_ids(page, "LoraDeckStack") == []  # it now lives inside the subgraph
     prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
     inner = {k: v for k, v in prompt.items() if v["class_type"] == "LoraDeckStack"}
@@ -275,6 +297,25 @@ def test_subgraph(page, server):
     assert [v["inputs"]["rows"] for v in prompt.values() if v["class_type"] == "LoraDeckStack"] == [{"__value__": ROWS}]
 
 
+def test_subgraph_edited_inside(page, server):
+    node = stack_with_rows(page)
+    sub = page.evaluate(f"(id) => {APP}.graph.convertToSubgraph(new Set([{APP}.graph.getNodeById(id)])).node.id", node)
+    page.evaluate(f"(id) => {{ const n = {APP}.graph.getNodeById(id); {APP}.canvas.openSubgraph(n.subgraph, n); }}",
+                  sub)  # what the node's "enter subgraph" button does
+    inner = page.evaluate(f"() => {APP}.canvas.graph.nodes.find(n => n.type === 'LoraDeckStack').id")
+    widget = page.locator(".loradeck-rows", has=page.locator(".ld-row")).filter(visible=True)
+    expect(widget).to_have_count(1)
+    strength = widget.locator(".ld-strength").first
+    strength.fill("0.3")
+    strength.press("Tab")
+    assert page.evaluate(f"(id) => {APP}.canvas.graph.getNodeById(id).widgets[0].value[0].strength", inner) == 0.3
+    page.locator("[class*=breadcrumb] a, [class*=breadcrumb] button").first.click()  # back to the workflow
+    page.wait_for_function(f"() => {APP}.canvas.graph === {APP}.graph")
+    expect(page.locator(".ld-row").filter(visible=True)).to_have_count(0)  # the inner rows stay inside
+    prompt = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")
+    assert [v["inputs"]["rows"] for v in prompt.values() if v["class_type"] == "LoraDeckStack"] == [
+        {"__value__": [dict(ROWS[0], strength=0.3), ROWS[1], ROWS[2]]}]
+
 def _wait_state(page, condition: str) -> None:
     """Wait for an undo/redo to land; on a timeout, say what the change tracker holds."""
     try:
@@ -283,7 +324,7 @@ def _wait_state(page, condition: str) -> None:
         states = page.evaluate(f"""() => {{ const t = {APP}.extensionManager.workflow.activeWorkflow.changeTracker;
             const f = s => JSON.stringify(s);
             return {{ undo: t.undoQueue.map(f), redo: t.redoQueue.map(f), active: f(t.activeState) }}; }}""")
-        (REPO_ARTIFACTS / "undo-states.json").write_text(json.dumps(states))
+        (page.artifacts / "undo-states.json").write_text(json.dumps(states))
         raise AssertionError(f"{condition} never held; change tracker states in undo-states.json") from None
 
 
@@ -443,5 +484,35 @@ def test_loader_node_info_and_block_editor(page, server):
     inputs = prompt[str(node)]["inputs"]
     assert sorted(inputs) == ["block_weights", "lora_name", "skip_unloadable", "split_qkv_scale", "strength_clip",
                               "strength_model"]
-    saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => n.id === id).widgets_values", node)
+    saved = page.evaluate(f"(id) => {APP}.graph.serialize().nodes.find(n => String(n.id) === String(id))"
+                          ".widgets_values", node)
     assert saved == ["styles/beta_ink.safetensors", 1, 1, "BASE=0", False, "auto"]
+
+
+def test_loader_in_nodes_2(page, server):
+    """The loader's LoRA picked in the Nodes 2.0 combo, its block editor and info from the node's own buttons."""
+    page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', true)")
+    try:
+        node = deck.add_node(page, "LoraDeckLoader", (420, 120))
+        vue_node = page.locator(f".lg-node[data-node-id='{node}']")
+        vue_node.get_by_role("combobox", name="lora_name").click()
+        page.get_by_role("option", name="styles/beta_ink.safetensors").click()
+        page.wait_for_function(f"(id) => {APP}.graph.getNodeById(id).widgets[0].value === "
+                               "'styles/beta_ink.safetensors'", arg=node)
+        vue_node.get_by_role("button", name="Edit block weights").click()
+        popup = page.locator(".ld-editor-popup")
+        popup.locator('.ld-editor[data-mode="sliders"]').wait_for()
+        assert popup.locator(".ld-editor").get_attribute("data-layout") == "sd1"  # read from the picked LoRA
+        popup.locator(".ld-preset").select_option("NOTE")
+        # The node shows what the editor wrote, and the API prompt carries it.
+        page.wait_for_function("(id) => [...document.querySelectorAll(`.lg-node[data-node-id='${id}'] input, "
+                               ".lg-node[data-node-id='${id}'] textarea`)].some(e => e.value === 'BASE=0')", arg=node)
+        page.keyboard.press("Escape")
+        vue_node.get_by_role("button", name="LoRA info").click()
+        page.get_by_role("dialog").locator(".ld-facts").wait_for()
+        assert "8" in page.get_by_role("dialog").locator(".ld-facts").inner_text()  # beta_ink's rank 8
+        page.keyboard.press("Escape")
+        inputs = page.evaluate(f"async () => (await {APP}.graphToPrompt()).output")[str(node)]["inputs"]
+        assert (inputs["lora_name"], inputs["block_weights"]) == ("styles/beta_ink.safetensors", "BASE=0")
+    finally:
+        page.evaluate(f"() => {APP}.extensionManager.setting.set('Comfy.VueNodes.Enabled', false)")

@@ -11,6 +11,15 @@ export function graphChanged(node) {
   app.extensionManager?.workflow?.activeWorkflow?.changeTracker?.checkState?.();
 }
 
+// Set a widget's value the way the frontend's own widgets do: the value, then the widget's callback. Nodes 2.0
+// (frontends 1.3x) redraws a widget only through its callback, and newer frontends hook it too; a bare
+// assignment would change the saved value while the node still showed the old one.
+export function setWidgetValue(node, widget, value) {
+  widget.value = value;
+  widget.callback?.(value, app.canvas, node);
+  graphChanged(node);
+}
+
 export function toast(severity, summary, detail) {
   const toasts = app.extensionManager?.toast;
   if (toasts?.add) toasts.add({ severity, summary, detail, life: 4000 });

@@ -1,5 +1,5 @@
 // Extras on the single-LoRA LoraDeckLoader node: an info button and a block editor for block_weights.
-import { app, graphChanged } from "./comfy.js";
+import { app, setWidgetValue } from "./comfy.js";
 import { el, floating } from "./dom.js";
 import { blockEditor } from "./editor.js";
 import { openInfo } from "./info.js";
@@ -30,10 +30,7 @@ export function loaderTools(node) {
       spec: target.value ?? "",
       lora: name || null,
       energy: energy ? new Map(Object.entries(energy.shares)) : null,
-      onChange: (spec) => {
-        target.value = spec;
-        graphChanged(node);
-      },
+      onChange: (spec) => setWidgetValue(node, target, spec),
     }));
     const rect = app.canvas?.canvas?.getBoundingClientRect?.() ?? { left: 40, top: 40 };
     panel.style.left = `${rect.left + 60}px`;
