@@ -42,7 +42,7 @@ def natural_width(locator) -> int:
     return locator.evaluate("(img) => img.naturalWidth")
 
 
-def test_preview_in_info_panel_and_picker(page, server, preview):
+def test_preview_in_info_panel_and_picker(page, server, preview, docs_dir):
     node = deck.add_node(page, "LoraDeckStack", (360, 160))
     deck.set_rows(page, node, [{"on": True, "lora": "alpha_style.safetensors", "strength": 1,
                                 "clip_strength": None, "blocks": ""}])
@@ -67,6 +67,7 @@ def test_preview_in_info_panel_and_picker(page, server, preview):
     page.locator(".ld-picker summary", has_text="styles").first.click()
     page.locator(".ld-picker .ld-item", has_text="alpha_style").hover()  # hovering shows it too
     assert natural_width(thumb) == PREVIEW_SIZE[0] and thumb.is_visible()
+    page.locator(".ld-picker").screenshot(path=str(docs_dir / "picker-preview.png"))
     page.keyboard.press("Escape")
 
 
