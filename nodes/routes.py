@@ -1,6 +1,6 @@
 """HTTP routes the web UI reads, under /loradeck/ on the host's server (and /api/loradeck/, added by the host).
 
-- GET /loradeck/list            every LoRA in the loras folders: name, size, mtime
+- GET /loradeck/list            every LoRA in the loras folders: name, size, mtime, preview (a sidecar image)
 - GET /loradeck/info?name=N     one LoRA's facts from its header (loader.info) and its hashes when known
 - GET /loradeck/hash?name=N     its SHA-256 and AutoV2 short hash (hashed off the event loop, cached)
 - GET /loradeck/find?sha256=H   the LoRAs whose SHA-256 (or AutoV2 prefix) is H: re-linking a moved file
@@ -15,6 +15,9 @@
                                  "lora": name (optional; needed for "lora")} -> the layout's slots, each slot's
                                 ratio, the grammar's reading, whether sliders hold it, or an error and its
                                 character; a request that is not of that form gets a 400
+- POST /loradeck/prompt_tags    {"text": prompt} -> how LoraDeckPrompt reads its tags: each tag as written, its
+                                character, the file it resolves to (or the error naming the candidates) and its
+                                model/clip strengths and blocks; a malformed tag is the answer's "error"
 
 Listing, hashing and finding by hash touch the disk, so they run off the event loop. `find` takes the
 file's size when the row knows it (`&size=N`) and hashes only files of that size; without it, files whose
@@ -37,7 +40,7 @@ import threading
 
 from aiohttp import web
 
-from ..loader import hashes, names, presets, previews, spec_view, trigger_words
+from ..loader import hashes, names, presets, previews, prompt_tags, spec_view, trigger_words
 from ..loader.files import LoraFileError, file_identity
 from ..loader.info import block_energy, lora_facts
 from ..loader.spec import MAX_SPEC_CHARS
@@ -48,6 +51,7 @@ PREFIX = "/loradeck"
 MAX_NAME_CHARS = 1024
 ENERGY_CACHE_SIZE = 64
 MAX_PINNED_WORDS = 100
+MAX_PROMPT_CHARS = 100_000
 _HEX = re.compile(r"^[0-9a-fA-F]{10}$|^[0-9a-fA-F]{64}$")
 _log = logging.getLogger("loradeck")
 
@@ -66,6 +70,9 @@ class LoraFolders:
 
     def trigger_store(self) -> str:
         return triggers.store()
+
+    def alias_of(self, name: str) -> str | None:
+        return folders.alias_of(name)  # A1111's alias of a LoRA (ss_output_name), as the prompt node reads it
 
 
 class _Refused(Exception):
@@ -102,6 +109,7 @@ class LoraRoutes:
         routes.get(f"{PREFIX}/preview")(self.preview)
         routes.get(f"{PREFIX}/trigger_words")(self.trigger_words)
         routes.post(f"{PREFIX}/trigger_words")(self.pin_trigger_words)
+        routes.post(f"{PREFIX}/prompt_tags")(self.prompt_tags)
 
     def resolve(self, raw: str | None) -> tuple[str, str]:
         """(portable name, full path) of a name from the browser, or _Refused."""
@@ -131,7 +139,8 @@ class LoraRoutes:
                 st = os.stat(path)
             except OSError:
                 continue
-            entries.append({"name": name, "size": st.st_size, "mtime": int(st.st_mtime)})
+            entries.append({"name": name, "size": st.st_size, "mtime": int(st.st_mtime),
+                            "preview": previews.preview_of(path) is not None})
         return entries
 
     def _paths(self) -> dict[str, str]:
@@ -275,6 +284,35 @@ class LoraRoutes:
         except (OSError, ValueError) as e:
             return _error(409, f"the pinned words were not saved: {e}")
         return web.json_response({"name": name, "pinned": pinned.get(name, [])})
+
+    async def prompt_tags(self, request: web.Request) -> web.Response:
+        try:
+            body = await _json_object(request, '{"text": prompt text}')
+            text = body.get("text")
+            if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+                raise _Refused(400, f'"text" is the prompt, a text of at most {MAX_PROMPT_CHARS} characters')
+        except _Refused as e:
+            return _error(e.status, str(e))
+        return web.json_response(await asyncio.to_thread(self._read_tags, text))
+
+    def _read_tags(self, text: str) -> dict:
+        """LoraDeckPrompt's reading of the text: each tag with its file (or why none) and strengths."""
+        try:
+            _, tags = prompt_tags.parse(text)
+        except prompt_tags.PromptTagError as e:
+            return {"tags": [], "error": str(e), "position": e.position}
+        available = self.folders.names()
+        alias_of = getattr(self.folders, "alias_of", None)
+        answer = []
+        for tag in tags:
+            read = {"tag": tag.text, "position": tag.position, "name": tag.name, "model": tag.unet,
+                    "clip": tag.te, "blocks": tag.blocks, "start": tag.start, "stop": tag.stop}
+            try:
+                read["file"] = names.resolve_tag_name(tag.name, available, alias_of).replace("\\", "/")
+            except names.LoraNameError as e:
+                read["file"], read["error"] = None, str(e)
+            answer.append(read)
+        return {"tags": answer, "error": None}
 
     def _pin(self, name: str, words: list[str]) -> dict[str, list[str]]:
         with self._pin_lock:  # one read-modify-write of the store at a time (in the worker thread)

@@ -1,7 +1,9 @@
-// LoRA Deck's frontend extension: the rows widget of LoraDeckStack, the LoRA info panel and the block
-// editor, on the frontend's public extension API (registerExtension, getCustomWidgets, DOM widgets).
+// LoRA Deck's frontend extension: the rows widget of LoraDeckStack, the LoRA info panel, the block editor
+// and the prompt node's tag help, on the frontend's public extension API (registerExtension, getCustomWidgets,
+// DOM widgets).
 import { api, app } from "./lib/comfy.js";
 import { loaderTools } from "./lib/loader_node.js";
+import { promptTools } from "./lib/prompt_node.js";
 import { ROWS_TYPE, rowsWidget } from "./lib/rows.js";
 
 // The node that ran, by its execution id ("12", or "12:5" inside subgraph node 12).
@@ -50,6 +52,7 @@ if (!window.__loradeckRegistered) {
     },
     nodeCreated(node) {
       if (node.comfyClass === "LoraDeckLoader") loaderTools(node);
+      if (node.comfyClass === "LoraDeckPrompt") promptTools(node);
     },
   });
 }

@@ -2,7 +2,7 @@
 // (every word must appear in the path, in any order). Arrow keys move, Enter picks, Escape closes.
 import { toast } from "./comfy.js";
 import { el, floating, formatBytes } from "./dom.js";
-import { listLoras } from "./server.js";
+import { listLoras, previewURL } from "./server.js";
 
 /**
  * @param {object} opts
@@ -23,7 +23,10 @@ export async function openPicker({ anchor, current, only, note, onPick }) {
   if (only) loras = loras.filter((l) => only.includes(l.name));
   const search = el("input.ld-search", { type: "search", placeholder: `Search ${loras.length} LoRAs…`, spellcheck: false });
   const list = el("div.ld-tree", { role: "listbox" });
-  const panel = el("div.ld-picker.ld-floating", {}, note ? el("div.ld-picker-note", {}, note) : null, search, list);
+  // The preview image of the highlighted or hovered LoRA, when a sidecar beside it has one.
+  const thumb = el("img.ld-picker-thumb", { alt: "", hidden: true });
+  const panel = el("div.ld-picker.ld-floating", {}, note ? el("div.ld-picker-note", {}, note) : null, search, list,
+    thumb);
   const rect = anchor.getBoundingClientRect();
   panel.style.left = `${Math.max(4, Math.min(rect.left, window.innerWidth - 380))}px`;
   panel.style.top = `${Math.min(rect.bottom + 2, window.innerHeight - 420)}px`;
@@ -35,10 +38,22 @@ export async function openPicker({ anchor, current, only, note, onPick }) {
     onPick(name);
   };
 
+  function showPreview(lora) {
+    thumb.hidden = !lora?.preview;
+    if (lora?.preview) {
+      const src = previewURL(lora.name);
+      if (thumb.getAttribute("src") !== src) thumb.src = src;
+      thumb.alt = `Preview of ${lora.name}`;
+    }
+  }
+
+  const byName = new Map(loras.map((l) => [l.name, l]));
+
   function item(lora, label) {
     return el("div.ld-item", {
-      role: "option", dataset: { name: lora.name }, title: `${lora.name} (${formatBytes(lora.size)})`,
-      onclick: () => pick(lora.name),
+      role: "option", dataset: lora.preview ? { name: lora.name, preview: "true" } : { name: lora.name },
+      title: `${lora.name} (${formatBytes(lora.size)})`,
+      onclick: () => pick(lora.name), onmouseenter: () => showPreview(lora),
       "aria-selected": lora.name === current ? "true" : null,
     }, el("span.ld-item-name", {}, label), el("span.ld-item-size", {}, formatBytes(lora.size)));
   }
@@ -85,6 +100,7 @@ export async function openPicker({ anchor, current, only, note, onPick }) {
   function highlight() {
     visibleItems().forEach((n, i) => n.classList.toggle("ld-active", i === active));
     visibleItems()[active]?.scrollIntoView({ block: "nearest" });
+    showPreview(byName.get(visibleItems()[active]?.dataset.name));
   }
 
   search.addEventListener("input", refresh);

@@ -113,6 +113,14 @@ export function readSpec({ spec, layout = null, lora = null }) {
   });
 }
 
+/** How LoraDeckPrompt reads the tags of a text: {tags: [{tag, position, file|null, error?, model, clip, blocks}],
+ * error (a malformed tag) or null}. */
+export function readPromptTags(text) {
+  return getJson("/loradeck/prompt_tags", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text }),
+  });
+}
+
 export function forgetLoras() {
   listPromise = null;
   infoCache.clear();
