@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import adapters
+from . import adapter_types as types
 from .formats import Module
 
 
@@ -57,7 +57,7 @@ _TEXT = {
 def _differences(item: Applied) -> list[str]:
     adapter, module = item.adapter, item.module
     found = []
-    if isinstance(adapter, adapters.LoRA):
+    if isinstance(adapter, types.LoRA):
         if adapter.split_parts > 1 and adapter.trained_scale:
             found.append("split_qkv")
         if "alpha" not in module.parts and adapter.scale != 1.0:
@@ -67,18 +67,18 @@ def _differences(item: Applied) -> list[str]:
     dora_scale = getattr(adapter, "dora_scale", None)
     if dora_scale is not None and item.shape and dora_scale.shape[0] == item.shape[0]:
         found.append("dora_norm")
-    if isinstance(adapter, adapters.LoKr) and adapter.t2 is not None and item.shape and len(item.shape) > 2:
+    if isinstance(adapter, types.LoKr) and adapter.t2 is not None and item.shape and len(item.shape) > 2:
         found.append("lokr_tucker_conv")
-    if isinstance(adapter, adapters.IA3):
+    if isinstance(adapter, types.IA3):
         found.append("ia3")
-    if isinstance(adapter, adapters.OFT):
+    if isinstance(adapter, types.OFT):
         found += _oft_differences(adapter, item.coefficient)
     return found
 
 
-def _oft_differences(adapter: adapters.OFT, coefficient: float) -> list[str]:
+def _oft_differences(adapter: types.OFT, coefficient: float) -> list[str]:
     found = []
-    boft = isinstance(adapter, adapters.BOFT)
+    boft = isinstance(adapter, types.BOFT)
     if coefficient != 1.0:
         found.append("boft_strength" if boft else "oft_strength")
     if adapter.rescale is not None and not boft:

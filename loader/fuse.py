@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
-from .adapters import LoRA
+from .adapter_types import LoRA
 
 LOW_RANK = "lowrank"
 ADAPTER = "adapter"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import adapters, core_differences, energy, files, formats, split_qkv
+from . import adapter_types, core_differences, energy, files, host_keys, split_qkv
 from .cache import LoadedLora
 from .spec import BlockWeights
 from .stack import StackEntry
@@ -105,7 +105,7 @@ def report_text(reports: list[LoraReport]) -> str:
 
 def host_key(module_key: str, unet_map: dict, clip_map: dict) -> tuple[str | None, object]:
     """(target, host key) of a LoRA module, trying every spelling the host may know it under."""
-    for candidate in formats.key_candidates(module_key):
+    for candidate in host_keys.key_candidates(module_key):
         if candidate in unet_map:
             return "model", unet_map[candidate]
         if candidate in clip_map:
@@ -196,15 +196,15 @@ def _contributions(target: str, key, module_key: str, adapter, strength: float,
             out.append(Contribution(target, (model_key, (dim, start, length)), module_key, part, strength * ratio))
             if adapter.bias is not None and bias_key is not None:
                 out.append(Contribution(target, (bias_key, (dim, start, length)), module_key,
-                                        adapters.BiasChange(adapter.bias[rows]), strength * ratio))
+                                        adapter_types.BiasChange(adapter.bias[rows]), strength * ratio))
         return out
     coefficient = strength * weights.ratio(model_key, offset)
-    if not isinstance(adapter, adapters.BiasChange):
+    if not isinstance(adapter, adapter_types.BiasChange):
         out.append(Contribution(target, key, module_key, adapter, coefficient))
-    bias = adapter.bias_delta if isinstance(adapter, adapters.BiasChange) else adapter.bias
+    bias = adapter.bias_delta if isinstance(adapter, adapter_types.BiasChange) else adapter.bias
     bias_key = _bias_key(key)
     if bias is not None and bias_key is not None:
-        out.append(Contribution(target, bias_key, module_key, adapters.BiasChange(bias), coefficient))
+        out.append(Contribution(target, bias_key, module_key, adapter_types.BiasChange(bias), coefficient))
     return out
 
 
@@ -212,7 +212,7 @@ def _applied(module, contributions: list[Contribution], shapes: dict) -> list[co
     """What the report compares with ComfyUI core: each weight contribution with the shape it lands on."""
     out = []
     for c in contributions:
-        if isinstance(c.adapter, adapters.BiasChange):
+        if isinstance(c.adapter, adapter_types.BiasChange):
             continue
         model_key, offset = (c.host_key[0], c.host_key[1]) if isinstance(c.host_key, tuple) else (c.host_key, None)
         shape = shapes.get(model_key)
@@ -267,7 +267,7 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
 
 def _plain_lora_fits(adapter, shape: tuple[int, ...]) -> bool:
     """True when a plain LoRA's up @ down product reshapes to `shape` (what its change computes)."""
-    if not isinstance(adapter, adapters.LoRA) or adapter.mid is not None or adapter.is_dora:
+    if not isinstance(adapter, adapter_types.LoRA) or adapter.mid is not None or adapter.is_dora:
         return False
     up, down = adapter.up.shape, adapter.down.shape
     if not up or not down:
