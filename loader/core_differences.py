@@ -43,7 +43,7 @@ _TEXT = {
     "dora_norm": "DoRA modules normalised by ‖W + ΔW‖ as they were trained; ComfyUI core divides by ‖W‖",
     "lokr_tucker_conv": "LoKr Tucker convolutions applied; ComfyUI core fails on them and leaves those weights "
                         "unchanged",
-    "ia3": "IA³ modules applied; ComfyUI core has no IA³ and leaves those weights unchanged",
+    "ia3_applied": "IA³ modules applied; ComfyUI core has no IA³ and leaves those weights unchanged",
     "oft_strength": "OFT modules at a strength other than 1 rotate by s·R + (1 − s)·I as LyCORIS does; ComfyUI "
                     "core applies the change twice scaled (s²)",
     "oft_rescale": "OFT modules with rescale applied; ComfyUI core ignores their rescale",
@@ -70,7 +70,7 @@ def _differences(item: Applied) -> list[str]:
     if isinstance(adapter, types.LoKr) and adapter.t2 is not None and item.shape and len(item.shape) > 2:
         found.append("lokr_tucker_conv")
     if isinstance(adapter, types.IA3):
-        found.append("ia3")
+        found.append("ia3_applied")
     if isinstance(adapter, types.OFT):
         found += _oft_differences(adapter, item.coefficient)
     return found

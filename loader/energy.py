@@ -157,7 +157,12 @@ def adapter_norm(adapter, weight: torch.Tensor | None = None) -> tuple[str, floa
     """(kind, ‖ΔW‖ at strength 1 or None when not measured, DoRA measured without its weight?) of one adapter.
 
     `weight`: the base weight the adapter patches (the slice it patches), when known; with it every type's
-    norm is exact, DoRA's and the weight-dependent types' included.
+    norm is exact, DoRA's and the weight-dependent types' included. Without it (or when the adapter does not
+    fit it) GLoRA, IA³, OFT and BOFT are not measured and DoRA is measured before its re-normalisation.
     """
-    norm = adapter.norm(None if weight is None else weight.detach().to(torch.float32))
-    return adapter.label, norm, bool(adapter.is_dora and weight is None)
+    if weight is not None:
+        try:
+            return adapter.label, adapter.norm(weight.detach().to(torch.float32)), False
+        except (RuntimeError, ValueError, IndexError):  # a weight its shapes do not fit: measured without it
+            pass
+    return adapter.label, adapter.norm(), bool(adapter.is_dora)
