@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import adapter_types, files, formats, peft_config, split_qkv, versions
+from . import adapter_types, control_lora, files, formats, peft_config, split_qkv, versions
 
 DEFAULT_CACHE_BYTES = int(os.environ.get("LORADECK_CACHE_MB", "2048")) * 1024 * 1024
 
@@ -41,6 +41,7 @@ class LoadedLora:
         self._adapters: dict[str, adapter_types.Adapter | adapter_types.BiasChange] = {}
         self._configs = peft_config.peft_alphas(layout.metadata)
         self._split_qkv_trained = split_qkv.trained_by_sd_scripts(layout.metadata)
+        self._control = control_lora.is_bfl_control(header.tensors)
         self._lock = threading.RLock()
         self.on_read = None  # set by the cache that holds this file: called with the bytes just read
 
@@ -87,7 +88,8 @@ class LoadedLora:
                 tensors = self.read([name for m in modules for name in m.parts.values()])
                 for module in modules:
                     config = self._configs.get(module.key.split(".", 1)[0], self._configs.get(""))
-                    self._adapters[module.key] = _build(self.path, module, tensors, config, self._split_qkv_trained)
+                    self._adapters[module.key] = _build(self.path, module, tensors, config, self._split_qkv_trained,
+                                                          self._control)
             if self.nonfinite:
                 used = {name for k in module_keys for name in self.layout.modules[k].parts.values()}
                 files.refuse_nonfinite(self.path, sorted(used & self.nonfinite))
@@ -99,9 +101,10 @@ class LoadedLora:
         return self.adapters_for(list(self.layout.modules))
 
 
-def _build(path: str, module: formats.Module, tensors: dict[str, torch.Tensor], config, split_qkv_trained: bool):
+def _build(path: str, module: formats.Module, tensors: dict[str, torch.Tensor], config, split_qkv_trained: bool,
+           control: bool = False):
     try:
-        return adapter_types.build(module, tensors, config, split_qkv_trained)
+        return adapter_types.build(module, tensors, config, split_qkv_trained, control)
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:  # shapes its math cannot use
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise files.LoraFileError(path, f"module {module.key!r} ({module.kind}) cannot be used: {reason}") from None

@@ -66,6 +66,7 @@ class LoraReport:
     resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
     differences: list[str] = field(default_factory=list)  # deliberate differences from ComfyUI core
     error: str = ""  # set when the LoRA was skipped (skip_unloadable)
+    widened: list[str] = field(default_factory=list)  # control LoRAs: "img_in from [3072, 64] to [3072, 128]"
 
     @classmethod
     def skipped(cls, entry: StackEntry, error: str) -> LoraReport:
@@ -90,6 +91,8 @@ class LoraReport:
             text += f"; {len(self.misfits)} modules do not fit this model's shapes (skipped)"
         if self.not_understood:
             text += f"; {self.not_understood} tensors in no layout this version understands"
+        if self.widened:
+            text += f"; control LoRA: widened {', '.join(self.widened)}"
         if self.note:
             text += f"; {self.note}"
         for difference in self.differences:
@@ -148,6 +151,7 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, mod
         if misfit:  # the host would fail mid-sampling; say so now, naming the module
             report.misfits.append(f"{module_key}: {misfit}")
             continue
+        report.widened += _widening(module_key, adapter, model.shapes[target].get(model_key))
         if entry.blocks:
             measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
         mine = [c for c in _contributions(target, key, module_key, adapter, strengths[target], weights)
@@ -250,6 +254,11 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
     if shape is None or not hasattr(adapter, "on"):
         return ""
     shape = _sliced(shape, offset)  # (dim, start, length): a slice of a fused weight
+    reshape = getattr(adapter, "reshape", None)
+    if reshape is not None:  # the host zero-pads the weight to `reshape` first (control LoRAs' img_in)
+        if len(reshape) != len(shape) or any(r < s for r, s in zip(reshape, shape, strict=True)):
+            return f"it would widen the weight {list(shape)} to {list(reshape)}, which is not wider"
+        shape = tuple(reshape)
     if _plain_lora_fits(adapter, shape):  # the common case, told by arithmetic alone
         return ""
     meta = torch.device("meta")
@@ -263,6 +272,14 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return f"its change does not fit the model's weight {list(shape)} ({reason})"
     return ""
+
+
+def _widening(module_key: str, adapter, shape: tuple[int, ...] | None) -> list[str]:
+    """What the report says of a weight the adapter widens (the host's reshape_weight), or nothing."""
+    reshape = getattr(adapter, "reshape", None)
+    if reshape is None or shape is None or tuple(reshape) == tuple(shape):
+        return []
+    return [f"{module_key} from {list(shape)} to {list(reshape)}"]
 
 
 def _plain_lora_fits(adapter, shape: tuple[int, ...]) -> bool:

@@ -18,6 +18,7 @@ from .loha import LoHa
 from .lokr import LoKr
 from .lora import LoRA
 from .oft import OFT
+from .set_weight import SetWeight
 
 REGISTRY: tuple[type[AdapterType], ...] = (
     LoHa,
@@ -30,6 +31,7 @@ REGISTRY: tuple[type[AdapterType], ...] = (
     IA3,
     LoRA,
     BiasChange,
+    SetWeight,
 )
 
 KINDS: dict[str, type[AdapterType]] = {t.kind: t for t in REGISTRY}
@@ -58,13 +60,14 @@ def type_of(named_kinds: set[str], parts: dict[str, str], shapes: Shapes) -> typ
     return next((t for t in REGISTRY if t.accepts(named_kinds, parts, shapes)), None)
 
 
-def build(module, tensors, peft_config: dict | None = None, split_qkv_trained: bool = False):
+def build(module, tensors, peft_config: dict | None = None, split_qkv_trained: bool = False, control: bool = False):
     """The adapter of one module of a file (its kind was decided by formats.describe). `split_qkv_trained`: the
-    file's metadata shows kohya split_qkv training, so its fused q/k/v modules get their trained scale."""
+    file's metadata shows kohya split_qkv training, so its fused q/k/v modules get their trained scale; `control`:
+    the file is a BFL control LoRA (loader/control_lora.py)."""
     adapter_type = KINDS.get(module.kind)
     if adapter_type is None:
         raise ValueError(f"no math for adapter kind {module.kind!r}")
-    return adapter_type.build(module, tensors, BuildContext(peft_config, split_qkv_trained))
+    return adapter_type.build(module, tensors, BuildContext(peft_config, split_qkv_trained, control))
 
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
     "LoKr",
     "LoRA",
     "Norm",
+    "SetWeight",
     "build",
     "named",
     "suffix_table",

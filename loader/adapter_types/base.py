@@ -89,10 +89,12 @@ def bias_change(p: dict[str, torch.Tensor], lora_scale: float = 1.0) -> torch.Te
 @dataclass(frozen=True)
 class BuildContext:
     """What building a module's adapter may need beyond its tensors: the file's PEFT LoraConfig for the
-    module's component, and whether its metadata shows kohya split_qkv training."""
+    module's component, whether its metadata shows kohya split_qkv training, and whether it is a BFL control
+    LoRA (loader/control_lora.py)."""
 
     peft_config: dict | None = None
     split_qkv_trained: bool = False
+    control: bool = False
 
 
 class AdapterType:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import peft_config, split_qkv
+from .. import control_lora, peft_config, split_qkv
 from ..files import LoraFileError
 from .base import Adapter, Shapes, alpha_scale, bias_change, f32, f64, flat, lowrank_sq_norm, tucker
 
@@ -33,6 +33,7 @@ class LoRA(Adapter):
     mid: torch.Tensor | None = None
     split_parts: int = 1  # separately trained LoRAs in this fused module (kohya Flux split_qkv), see split_qkv.py
     trained_scale: bool = False  # scale is alpha / (rank / split_parts), the trained one, not core's alpha / rank
+    reshape: tuple[int, ...] | None = None  # the host's reshape_weight: the weight is zero-padded to it first
 
     kind = "lora"
     suffixes = (
@@ -50,6 +51,7 @@ class LoRA(Adapter):
         (".lora_A.weight", "down"),
         (".lora_B.weight", "up"),
         (".lora_B.bias", "up_bias"),
+        (".reshape_weight", "reshape"),
     )
     required = (frozenset({"up", "down"}),)
 
@@ -87,7 +89,7 @@ class LoRA(Adapter):
             scale = alpha_scale(module, tensors, p["down"].shape[0] // parts)
         return cls(up=p["up"], down=p["down"], mid=p.get("mid"), scale=scale, bias=bias_change(p, scale),
                    dora_scale=p.get("dora_scale"), magnitude=p.get("magnitude"), split_parts=parts,
-                   trained_scale=trained)
+                   trained_scale=trained, reshape=_reshape(module, p, context))
 
     def change(self, weight: torch.Tensor) -> torch.Tensor:
         up, down = f32(self.up), f32(self.down)
@@ -98,6 +100,16 @@ class LoRA(Adapter):
 
     def factor_norm(self) -> float:
         return lora_norm(self.up, self.down, self.scale, self.mid)
+
+
+def _reshape(module, p: dict[str, torch.Tensor], context) -> tuple[int, ...] | None:
+    """The shape the weight is widened to: the file's `reshape_weight`, or a control LoRA's img_in
+    [lora_B rows, lora_A columns] (what the host's conversion writes)."""
+    if "reshape" in p:
+        return tuple(int(v) for v in p["reshape"].flatten().tolist())
+    if context.control and module.key == control_lora.WIDENED:
+        return (p["up"].shape[0], p["down"].shape[1])
+    return None
 
 
 def lora_scale(module, tensors: dict[str, torch.Tensor], config: dict | None) -> float:

@@ -106,6 +106,7 @@ def _file_tensors():
         "m_lora.lora_down.weight": r(4, 32), "m_lora.lora_up.weight": r(64, 4), "m_lora.alpha": torch.tensor(2.0),
         "m_dora.lora_down.weight": r(4, 32), "m_dora.lora_up.weight": r(64, 4), "m_dora.dora_scale": 1 + r(64, 1),
         "m_bias.diff_b": r(64),
+        "m_set.set_weight": r(64),
     }
 
 
@@ -120,7 +121,7 @@ def test_every_type_in_a_file_is_detected_built_and_measured_exactly(tmp_path):
     g = torch.Generator().manual_seed(4)
     for key, module in layout.modules.items():
         adapter = adapter_types.build(module, tensors)
-        weight = torch.randn((64,) if module.kind in ("norm", "bias") else (64, 32), generator=g)
+        weight = torch.randn((64,) if module.kind in ("norm", "bias", "set") else (64, 32), generator=g)
         exact = float(adapter.delta(weight).double().norm())
         assert adapter.norm(weight) == pytest.approx(exact, rel=1e-5), key
         if not adapter.needs_weight:
