@@ -1,4 +1,8 @@
-"""A weight replaced outright (the host's `set` patch): BFL control LoRAs' RMSNorm scales, `.set_weight`."""
+"""A weight replaced outright (the host's `set` patch): BFL control LoRAs' RMSNorm scales.
+
+Only control LoRAs (loader/control_lora.py) name such modules: a `.set_weight` tensor elsewhere stays a tensor
+in no known layout (nothing but the host's own conversion writes it).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ class SetWeight(Adapter):
     value: torch.Tensor
 
     kind = "set"
-    suffixes = ((".set_weight", "set"),)
+    suffixes = ()  # told by name and file only (claim_after)
     required = (frozenset({"set"}),)
     weight_dependent = True
 

@@ -106,7 +106,9 @@ def _file_tensors():
         "m_lora.lora_down.weight": r(4, 32), "m_lora.lora_up.weight": r(64, 4), "m_lora.alpha": torch.tensor(2.0),
         "m_dora.lora_down.weight": r(4, 32), "m_dora.lora_up.weight": r(64, 4), "m_dora.dora_scale": 1 + r(64, 1),
         "m_bias.diff_b": r(64),
-        "m_set.set_weight": r(64),
+        # a BFL control LoRA's markers: its norm scales are `set` modules, its img_in LoRA widens (here: not)
+        "img_in.lora_A.weight": r(4, 32), "img_in.lora_B.weight": r(64, 4),
+        "single_blocks.0.norm.key_norm.scale": r(64),
     }
 
 
