@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from . import adapters, files, formats, split_qkv, versions
+from . import adapter_types, control_lora, files, formats, peft_config, split_qkv, versions
 
 DEFAULT_CACHE_BYTES = int(os.environ.get("LORADECK_CACHE_MB", "2048")) * 1024 * 1024
 
@@ -38,9 +38,10 @@ class LoadedLora:
         self._nbytes = sum(_size(t) for t in self.tensors.values())
         # Tensors holding NaN/inf, found once as each is read (a pass over the data it costs only then).
         self.nonfinite: set[str] = set(files.nonfinite_tensors(self.tensors)) if self.tensors else set()
-        self._adapters: dict[str, adapters.Adapter | adapters.BiasChange] = {}
-        self._configs = formats.peft_alphas(layout.metadata)
+        self._adapters: dict[str, adapter_types.Adapter | adapter_types.BiasChange] = {}
+        self._configs = peft_config.peft_alphas(layout.metadata)
         self._split_qkv_trained = split_qkv.trained_by_sd_scripts(layout.metadata)
+        self._control = control_lora.is_bfl_control(header.tensors)
         self._lock = threading.RLock()
         self.on_read = None  # set by the cache that holds this file: called with the bytes just read
 
@@ -74,7 +75,7 @@ class LoadedLora:
             self.on_read(self, added)
         return found
 
-    def adapters_for(self, module_keys) -> dict[str, adapters.Adapter | adapters.BiasChange]:
+    def adapters_for(self, module_keys) -> dict[str, adapter_types.Adapter | adapter_types.BiasChange]:
         """The adapter of each named module, reading only the tensors those modules need.
 
         LoraFileError when one of those tensors holds NaN/inf (unless the user opted in; checked on every
@@ -87,21 +88,23 @@ class LoadedLora:
                 tensors = self.read([name for m in modules for name in m.parts.values()])
                 for module in modules:
                     config = self._configs.get(module.key.split(".", 1)[0], self._configs.get(""))
-                    self._adapters[module.key] = _build(self.path, module, tensors, config, self._split_qkv_trained)
+                    self._adapters[module.key] = _build(self.path, module, tensors, config, self._split_qkv_trained,
+                                                          self._control)
             if self.nonfinite:
                 used = {name for k in module_keys for name in self.layout.modules[k].parts.values()}
                 files.refuse_nonfinite(self.path, sorted(used & self.nonfinite))
             return {k: self._adapters[k] for k in module_keys}
 
     @property
-    def adapters(self) -> dict[str, adapters.Adapter | adapters.BiasChange]:
+    def adapters(self) -> dict[str, adapter_types.Adapter | adapter_types.BiasChange]:
         """Every module's adapter (reads every adapter tensor of the file)."""
         return self.adapters_for(list(self.layout.modules))
 
 
-def _build(path: str, module: formats.Module, tensors: dict[str, torch.Tensor], config, split_qkv_trained: bool):
+def _build(path: str, module: formats.Module, tensors: dict[str, torch.Tensor], config, split_qkv_trained: bool,
+           control: bool = False):
     try:
-        return adapters.build(module, tensors, config, split_qkv_trained)
+        return adapter_types.build(module, tensors, config, split_qkv_trained, control)
     except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as e:  # shapes its math cannot use
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise files.LoraFileError(path, f"module {module.key!r} ({module.kind}) cannot be used: {reason}") from None

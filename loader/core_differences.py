@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import adapters
+from . import adapter_types as types
 from .formats import Module
 
 
@@ -43,7 +43,7 @@ _TEXT = {
     "dora_norm": "DoRA modules normalised by ‖W + ΔW‖ as they were trained; ComfyUI core divides by ‖W‖",
     "lokr_tucker_conv": "LoKr Tucker convolutions applied; ComfyUI core fails on them and leaves those weights "
                         "unchanged",
-    "ia3": "IA³ modules applied; ComfyUI core has no IA³ and leaves those weights unchanged",
+    "ia3_applied": "IA³ modules applied; ComfyUI core has no IA³ and leaves those weights unchanged",
     "oft_strength": "OFT modules at a strength other than 1 rotate by s·R + (1 − s)·I as LyCORIS does; ComfyUI "
                     "core applies the change twice scaled (s²)",
     "oft_rescale": "OFT modules with rescale applied; ComfyUI core ignores their rescale",
@@ -57,7 +57,7 @@ _TEXT = {
 def _differences(item: Applied) -> list[str]:
     adapter, module = item.adapter, item.module
     found = []
-    if isinstance(adapter, adapters.LoRA):
+    if isinstance(adapter, types.LoRA):
         if adapter.split_parts > 1 and adapter.trained_scale:
             found.append("split_qkv")
         if "alpha" not in module.parts and adapter.scale != 1.0:
@@ -67,18 +67,18 @@ def _differences(item: Applied) -> list[str]:
     dora_scale = getattr(adapter, "dora_scale", None)
     if dora_scale is not None and item.shape and dora_scale.shape[0] == item.shape[0]:
         found.append("dora_norm")
-    if isinstance(adapter, adapters.LoKr) and adapter.t2 is not None and item.shape and len(item.shape) > 2:
+    if isinstance(adapter, types.LoKr) and adapter.t2 is not None and item.shape and len(item.shape) > 2:
         found.append("lokr_tucker_conv")
-    if isinstance(adapter, adapters.IA3):
-        found.append("ia3")
-    if isinstance(adapter, adapters.OFT):
+    if isinstance(adapter, types.IA3):
+        found.append("ia3_applied")
+    if isinstance(adapter, types.OFT):
         found += _oft_differences(adapter, item.coefficient)
     return found
 
 
-def _oft_differences(adapter: adapters.OFT, coefficient: float) -> list[str]:
+def _oft_differences(adapter: types.OFT, coefficient: float) -> list[str]:
     found = []
-    boft = isinstance(adapter, adapters.BOFT)
+    boft = isinstance(adapter, types.BOFT)
     if coefficient != 1.0:
         found.append("boft_strength" if boft else "oft_strength")
     if adapter.rescale is not None and not boft:

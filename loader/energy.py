@@ -1,12 +1,14 @@
 """Where a LoRA acts: the exact Frobenius norm ‖ΔW‖ of every patch and its share per block.
 
-Norms come from the small factors wherever the algebra allows, never from the full delta:
+Each adapter type measures itself (`norm` in loader/adapter_types/), from the small factors wherever the
+algebra allows, never from the full delta:
 - LoRA/LoCon ΔW = s·U·D:  ‖ΔW‖² = s²·Σ((UᵀU) ⊙ (DDᵀ))  (only r×r Gram matrices; a Tucker `mid` is folded
   into D first, which stays r × in·kh·kw);
 - LoKr ΔW = s·(W1 ⊗ W2):  ‖ΔW‖ = |s|·‖W1‖·‖W2‖, each factor's norm again by the Gram trick when low-rank;
-- full diffs: ‖d‖.
-LoHa (a Hadamard product of two low-rank products) has no such shortcut and is materialised. DoRA deltas
-depend on the base weight; they are measured without the magnitude re-normalisation and flagged.
+- full diffs and bias changes: ‖d‖; LoHa (a Hadamard product of two low-rank products) is materialised.
+Changes that depend on the base weight (GLoRA, IA³, OFT, BOFT, and DoRA's re-normalisation) are exact when
+the weight is given (Block View with a model connected) and computed from it; without it GLoRA, IA³, OFT and
+BOFT are not measured and DoRA gives the norm of its low-rank direction, flagged.
 Blocks add their keys' norms in quadrature (the patched weights are disjoint), so shares are energy shares.
 """
 
@@ -17,14 +19,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import adapter_types
+from .adapter_types.lora import lora_norm
 from .blocks import BlockMap, compress_ids
 from .spec import BlockWeights
+
+__all__ = ["Factors", "KeyEnergy", "adapter_norm", "delta_norm", "lora_norm", "table"]
 
 
 @dataclass(frozen=True)
 class Factors:
-    """One patch's delta as plain tensors: kind is "lora", "lokr", "loha", "diff" or anything else
-    (unmeasured). `scale` is the resolved multiplier (alpha / rank), `dora` marks a DoRA magnitude."""
+    """One patch's delta as plain tensors, named as the file names them: kind is a registered type's kind or
+    alias ("diff" for full). `scale` is the resolved multiplier (alpha / rank), `dora` marks a DoRA magnitude."""
 
     kind: str
     tensors: dict[str, torch.Tensor | None]
@@ -32,59 +38,13 @@ class Factors:
     dora: bool = False
 
 
-def _f64(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to(device="cpu", dtype=torch.float64)
-
-
-def lowrank_sq_norm(up: torch.Tensor, down: torch.Tensor) -> float:
-    """‖U·D‖_F² from the r×r Grams: trace((UᵀU)(DDᵀ)), with U flattened to out×r and D to r×rest."""
-    u = _f64(up).flatten(start_dim=1)
-    d = _f64(down).flatten(start_dim=1)
-    return float(((u.T @ u) * (d @ d.T)).sum().clamp_min(0.0))
-
-
-def lora_norm(up: torch.Tensor, down: torch.Tensor, scale: float = 1.0,
-              mid: torch.Tensor | None = None) -> float:
-    if mid is not None:
-        # Tucker/LoCon: ΔW[o,i,h,w] = Σ_ab U[o,a]·mid[a,b,h,w]·D[b,i]; fold mid into the down side.
-        down = torch.einsum("abhw,bi->aihw", _f64(mid), _f64(down).flatten(start_dim=1))
-    return abs(scale) * math.sqrt(lowrank_sq_norm(up, down))
-
-
-def lokr_norm(tensors: dict[str, torch.Tensor | None], scale: float = 1.0) -> float:
-    def factor(full: str, a: str, b: str, tucker: str | None = None) -> float:
-        if tensors.get(full) is not None:
-            return float(torch.linalg.vector_norm(_f64(tensors[full])))
-        if tucker and tensors.get(tucker) is not None:
-            w = torch.einsum("ijkl,jr,ip->prkl", _f64(tensors[tucker]), _f64(tensors[b]), _f64(tensors[a]))
-            return float(torch.linalg.vector_norm(w))
-        return math.sqrt(lowrank_sq_norm(tensors[a], tensors[b]))
-
-    return abs(scale) * factor("w1", "w1_a", "w1_b") * factor("w2", "w2_a", "w2_b", "t2")
-
-
-def loha_norm(tensors: dict[str, torch.Tensor | None], scale: float = 1.0) -> float:
-    def product(a: str, b: str, tucker: str) -> torch.Tensor:
-        if tensors.get(tucker) is not None:
-            return torch.einsum("ijkl,jr,ip->prkl", _f64(tensors[tucker]), _f64(tensors[b]), _f64(tensors[a]))
-        return _f64(tensors[a]) @ _f64(tensors[b]).flatten(start_dim=1)
-
-    w = product("w1a", "w1b", "t1") * product("w2a", "w2b", "t2")
-    return abs(scale) * float(torch.linalg.vector_norm(w))
-
-
 def delta_norm(factors: Factors) -> float | None:
-    """‖ΔW‖_F of one patch at strength 1, or None when this kind is not measured."""
-    t = factors.tensors
-    if factors.kind == "lora":
-        return lora_norm(t["up"], t["down"], factors.scale, t.get("mid"))
-    if factors.kind == "lokr":
-        return lokr_norm(t, factors.scale)
-    if factors.kind == "loha":
-        return loha_norm(t, factors.scale)
-    if factors.kind == "diff":
-        return abs(factors.scale) * float(torch.linalg.vector_norm(_f64(t["diff"])))
-    return None
+    """‖ΔW‖_F of one patch at strength 1, or None when its kind is unknown or needs the base weight."""
+    adapter_type = adapter_types.named(factors.kind)
+    if adapter_type is None or adapter_type.weight_dependent or not issubclass(adapter_type, adapter_types.Adapter):
+        return None
+    fields = {name.replace("_", ""): t for name, t in factors.tensors.items()}
+    return adapter_type(scale=factors.scale, **fields).norm()
 
 
 @dataclass(frozen=True)
@@ -193,22 +153,16 @@ def table(entries: list[KeyEnergy], weights: BlockWeights) -> EnergyTable:
     return EnergyTable(block_map, rows, unplaced, dora)
 
 
-def adapter_norm(adapter) -> tuple[str, float | None, bool]:
-    """(kind, ‖ΔW‖ at strength 1 or None when not measured, DoRA?) of one `loader.adapters` adapter.
+def adapter_norm(adapter, weight: torch.Tensor | None = None) -> tuple[str, float | None, bool]:
+    """(kind, ‖ΔW‖ at strength 1 or None when not measured, DoRA measured without its weight?) of one adapter.
 
-    Adapters whose change depends on the base weight (GLoRA, IA³, OFT, BOFT) are not measured here.
+    `weight`: the base weight the adapter patches (the slice it patches), when known; with it every type's
+    norm is exact, DoRA's and the weight-dependent types' included. Without it (or when the adapter does not
+    fit it) GLoRA, IA³, OFT and BOFT are not measured and DoRA is measured before its re-normalisation.
     """
-    dora = bool(getattr(adapter, "is_dora", not getattr(adapter, "linear", True)))
-    kind = getattr(adapter, "kind", type(adapter).__name__.lower())
-    scale = getattr(adapter, "scale", 1.0)
-    if kind == "lora":
-        return ("dora" if dora else "lora"), lora_norm(adapter.up, adapter.down, scale, adapter.mid), dora
-    if kind == "loha":
-        tensors = {name: getattr(adapter, name) for name in ("w1a", "w1b", "w2a", "w2b", "t1", "t2")}
-        return kind, loha_norm(tensors, scale), dora
-    if kind == "lokr":
-        names = {"w1": "w1", "w1_a": "w1a", "w1_b": "w1b", "w2": "w2", "w2_a": "w2a", "w2_b": "w2b", "t2": "t2"}
-        return kind, lokr_norm({ours: getattr(adapter, theirs) for ours, theirs in names.items()}, scale), dora
-    if kind == "full":
-        return kind, float(torch.linalg.vector_norm(_f64(adapter.diff))), dora
-    return kind, None, dora
+    if weight is not None:
+        try:
+            return adapter.label, adapter.norm(weight.detach().to(torch.float32)), False
+        except (RuntimeError, ValueError, IndexError):  # a weight its shapes do not fit: measured without it
+            pass
+    return adapter.label, adapter.norm(), bool(adapter.is_dora)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 import torch
 
-from .adapters import LoRA
+from .adapter_types import LoRA
 
 LOW_RANK = "lowrank"
 ADAPTER = "adapter"
@@ -41,7 +41,7 @@ class Term:
 def is_low_rank(adapter) -> bool:
     """A LoRA / LoCon / Tucker adapter without DoRA: its change is scale · up @ (mid ×) down, additive in the
     strength, so it joins the fused product. Every other type is applied by its own `apply_`."""
-    return isinstance(adapter, LoRA) and adapter.linear
+    return isinstance(adapter, LoRA) and adapter.linear and adapter.reshape is None
 
 
 def pack(terms: Sequence[Term]) -> list:
@@ -54,6 +54,12 @@ def pack(terms: Sequence[Term]) -> list:
         else:
             packed.append((ADAPTER, term.coefficient, adapter))
     return packed
+
+
+def widened_shape(packed: Sequence) -> tuple[int, ...] | None:
+    """The shape the weight is zero-padded to before the terms apply (a control LoRA's img_in), or None."""
+    shapes = [item[2].reshape for item in packed if item[0] == ADAPTER and getattr(item[2], "reshape", None)]
+    return max(shapes) if shapes else None
 
 
 def coefficients(packed: Sequence) -> list[float]:

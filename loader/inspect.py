@@ -10,7 +10,7 @@ import json
 import os
 from collections import Counter
 
-from . import files, formats
+from . import files, formats, peft_config
 
 FAMILY_LABELS = {
     "kohya": "kohya (sd-scripts, LyCORIS via kohya, A1111/Civitai)",
@@ -102,7 +102,7 @@ def _alphas(header: files.Header, layout: formats.Layout, tensors: dict | None) 
     if names:
         read = tensors if tensors is not None else files.read_tensors(header, names)
         values = {round(float(read[n].float().item()), 4) for n in names}
-    for config in formats.peft_alphas(header.metadata).values():
+    for config in peft_config.peft_alphas(header.metadata).values():
         if "lora_alpha" in config:
             values.add(float(config["lora_alpha"]))
     return sorted(values)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import adapters, core_differences, energy, files, formats, split_qkv
+from . import adapter_types, core_differences, energy, files, host_keys, split_qkv
 from .cache import LoadedLora
 from .spec import BlockWeights
 from .stack import StackEntry
@@ -66,6 +66,7 @@ class LoraReport:
     resolved: str = ""  # how the block spec was read and the table it resolved to (empty without a spec)
     differences: list[str] = field(default_factory=list)  # deliberate differences from ComfyUI core
     error: str = ""  # set when the LoRA was skipped (skip_unloadable)
+    widened: list[str] = field(default_factory=list)  # control LoRAs: "img_in from [3072, 64] to [3072, 128]"
 
     @classmethod
     def skipped(cls, entry: StackEntry, error: str) -> LoraReport:
@@ -90,6 +91,8 @@ class LoraReport:
             text += f"; {len(self.misfits)} modules do not fit this model's shapes (skipped)"
         if self.not_understood:
             text += f"; {self.not_understood} tensors in no layout this version understands"
+        if self.widened:
+            text += f"; control LoRA: widened {', '.join(self.widened)}"
         if self.note:
             text += f"; {self.note}"
         for difference in self.differences:
@@ -105,7 +108,7 @@ def report_text(reports: list[LoraReport]) -> str:
 
 def host_key(module_key: str, unet_map: dict, clip_map: dict) -> tuple[str | None, object]:
     """(target, host key) of a LoRA module, trying every spelling the host may know it under."""
-    for candidate in formats.key_candidates(module_key):
+    for candidate in host_keys.key_candidates(module_key):
         if candidate in unet_map:
             return "model", unet_map[candidate]
         if candidate in clip_map:
@@ -148,6 +151,7 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, mod
         if misfit:  # the host would fail mid-sampling; say so now, naming the module
             report.misfits.append(f"{module_key}: {misfit}")
             continue
+        report.widened += _widening(module_key, adapter, model.shapes[target].get(model_key))
         if entry.blocks:
             measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
         mine = [c for c in _contributions(target, key, module_key, adapter, strengths[target], weights)
@@ -196,15 +200,15 @@ def _contributions(target: str, key, module_key: str, adapter, strength: float,
             out.append(Contribution(target, (model_key, (dim, start, length)), module_key, part, strength * ratio))
             if adapter.bias is not None and bias_key is not None:
                 out.append(Contribution(target, (bias_key, (dim, start, length)), module_key,
-                                        adapters.BiasChange(adapter.bias[rows]), strength * ratio))
+                                        adapter_types.BiasChange(adapter.bias[rows]), strength * ratio))
         return out
     coefficient = strength * weights.ratio(model_key, offset)
-    if not isinstance(adapter, adapters.BiasChange):
+    if not isinstance(adapter, adapter_types.BiasChange):
         out.append(Contribution(target, key, module_key, adapter, coefficient))
-    bias = adapter.bias_delta if isinstance(adapter, adapters.BiasChange) else adapter.bias
+    bias = adapter.bias_delta if isinstance(adapter, adapter_types.BiasChange) else adapter.bias
     bias_key = _bias_key(key)
     if bias is not None and bias_key is not None:
-        out.append(Contribution(target, bias_key, module_key, adapters.BiasChange(bias), coefficient))
+        out.append(Contribution(target, bias_key, module_key, adapter_types.BiasChange(bias), coefficient))
     return out
 
 
@@ -212,7 +216,7 @@ def _applied(module, contributions: list[Contribution], shapes: dict) -> list[co
     """What the report compares with ComfyUI core: each weight contribution with the shape it lands on."""
     out = []
     for c in contributions:
-        if isinstance(c.adapter, adapters.BiasChange):
+        if isinstance(c.adapter, adapter_types.BiasChange):
             continue
         model_key, offset = (c.host_key[0], c.host_key[1]) if isinstance(c.host_key, tuple) else (c.host_key, None)
         shape = shapes.get(model_key)
@@ -250,6 +254,11 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
     if shape is None or not hasattr(adapter, "on"):
         return ""
     shape = _sliced(shape, offset)  # (dim, start, length): a slice of a fused weight
+    reshape = getattr(adapter, "reshape", None)
+    if reshape is not None:  # the host zero-pads the weight to `reshape` first (control LoRAs' img_in)
+        if len(reshape) != len(shape) or any(r < s for r, s in zip(reshape, shape, strict=True)):
+            return f"it would widen the weight {list(shape)} to {list(reshape)}, which is not wider"
+        shape = tuple(reshape)
     if _plain_lora_fits(adapter, shape):  # the common case, told by arithmetic alone
         return ""
     meta = torch.device("meta")
@@ -265,9 +274,17 @@ def _misfit(adapter, shape: tuple[int, ...] | None, offset) -> str:
     return ""
 
 
+def _widening(module_key: str, adapter, shape: tuple[int, ...] | None) -> list[str]:
+    """What the report says of a weight the adapter widens (the host's reshape_weight), or nothing."""
+    reshape = getattr(adapter, "reshape", None)
+    if reshape is None or shape is None or tuple(reshape) == tuple(shape):
+        return []
+    return [f"{module_key} from {list(shape)} to {list(reshape)}"]
+
+
 def _plain_lora_fits(adapter, shape: tuple[int, ...]) -> bool:
     """True when a plain LoRA's up @ down product reshapes to `shape` (what its change computes)."""
-    if not isinstance(adapter, adapters.LoRA) or adapter.mid is not None or adapter.is_dora:
+    if not isinstance(adapter, adapter_types.LoRA) or adapter.mid is not None or adapter.is_dora:
         return False
     up, down = adapter.up.shape, adapter.down.shape
     if not up or not down:

@@ -7,6 +7,8 @@ loader would patch it; without one, blocks are read from the LoRA's own module n
 from __future__ import annotations
 
 import comfy.lora
+import comfy.utils
+import torch
 from comfy_api.latest import io
 
 from ..loader import blocks, cache, energy, heatmap, plan, spec
@@ -72,7 +74,7 @@ def _entries(loaded, model, clip):
     block_map = patching.block_map_of(model, clip)
     skipped_te, unmatched = 0, []
     for module_key, adapter in loaded.adapters.items():
-        _, host_key = plan.host_key(module_key, unet_map, clip_map)
+        target, host_key = plan.host_key(module_key, unet_map, clip_map)
         if host_key is None:
             if loaded.layout.modules[module_key].is_text_encoder and clip is None:
                 skipped_te += 1
@@ -80,13 +82,32 @@ def _entries(loaded, model, clip):
                 unmatched.append(module_key)
             continue
         model_key, offset = (host_key[0], host_key[1]) if isinstance(host_key, tuple) else (host_key, None)
-        kind, norm, dora = energy.adapter_norm(adapter)
+        owner = clip.cond_stage_model if target == "clip" else model.model
+        kind, norm, dora = energy.adapter_norm(adapter, _base_weight(owner, model_key, offset, adapter))
         entries.append(energy.KeyEnergy(model_key, offset, kind, norm, dora))
     if skipped_te:
         notes.append(f"{skipped_te} text-encoder modules not shown: connect CLIP to place them")
     if unmatched:
         notes.append(f"{len(unmatched)} modules match nothing in this model (e.g. {unmatched[0]})")
     return entries, block_map, notes
+
+
+def _base_weight(owner, model_key: str, offset, adapter) -> torch.Tensor | None:
+    """The weight (or the fused-weight slice) an adapter patches, when its norm needs it (DoRA, GLoRA, IA³,
+    OFT, BOFT) and the model holds it as a plain float tensor; else None (measured without it)."""
+    if not getattr(adapter, "needs_weight", False):
+        return None
+    try:
+        weight = comfy.utils.get_attr(owner, model_key)
+    except AttributeError:
+        return None
+    if type(weight) not in (torch.Tensor, torch.nn.Parameter) or not weight.is_floating_point():
+        return None  # a quantized layer's stored blocks are not the weight it computes with
+    if weight.device.type == "meta":
+        return None
+    if offset is not None:
+        weight = weight.narrow(offset[0], offset[1], offset[2])
+    return weight.detach()
 
 
 NODES = [LoraDeckBlockView]

@@ -58,6 +58,11 @@ class FusedStackPatch(WeightAdapterBase):
         # The host hands an identity lambda when the key has no transform; skipping it keeps the update in place.
         # intermediate_dtype: fp32 when the host patches once (0.3.75), its compute dtype or the weight's own
         # fp16/bf16 when it patches per forward (LowVramPatch) or on newer hosts' GPUs.
+        widened = fuse.widened_shape(packed)
+        if widened is not None and tuple(weight.shape) != widened:
+            # A control LoRA's img_in: the host's own zero-padding (its reshape_weight); the host's patcher then
+            # holds the wider weight, and its Flux model reads the width to concatenate the control latent.
+            weight = comfy.lora.pad_tensor_to_shape(weight, list(widened))
         return fuse.apply_packed(weight, packed, strength, function if uses_key_function else None,
                                  intermediate_dtype)
 

@@ -5,7 +5,8 @@ import os
 import torch
 from safetensors.torch import save_file
 
-from loader import adapters, cache, files
+from loader import adapter_types as adapters
+from loader import cache, files
 
 gen = torch.Generator().manual_seed(0)
 

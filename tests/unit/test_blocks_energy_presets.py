@@ -224,7 +224,7 @@ def test_unet_cells_form_a_u():
 
 
 def test_adapter_norms_of_every_factored_kind_equal_their_full_deltas():
-    from loader import adapters
+    from loader import adapter_types as adapters
     from loader.energy import adapter_norm
 
     g = torch.Generator().manual_seed(5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from loader import files, formats, inspect
+from loader import files, formats, host_keys, inspect
 
 
 def lora(name, n_in, n_out, rank=4, down=".lora_down.weight", up=".lora_up.weight", alpha=True):
@@ -114,17 +114,18 @@ def test_unknown_layout_is_a_problem_naming_it(tmp_path):
 
 
 def test_key_candidates_reach_the_host_spellings():
-    assert "diffusion_model.double_blocks.3.txt_attn.qkv" in formats.key_candidates(
+    assert "diffusion_model.double_blocks.3.txt_attn.qkv" in host_keys.key_candidates(
         "double_blocks.3.processor.qkv_lora2")
-    assert "diffusion_model.single_blocks.7.linear1_qkv" in formats.key_candidates(
+    assert "diffusion_model.single_blocks.7.linear1_qkv" in host_keys.key_candidates(
         "single_blocks.7.processor.qkv_lora")
-    assert "transformer.transformer_blocks.0.attn.to_q" in formats.key_candidates(
+    assert "transformer.transformer_blocks.0.attn.to_q" in host_keys.key_candidates(
         "transformer.base_model.model.transformer_blocks.0.attn.to_q")
-    assert "lora_te1_text_model_encoder_layers_0_mlp_fc1" in formats.key_candidates("lora_te1_encoder_layers_0_mlp_fc1")
-    assert "text_encoder.text_model.encoder.layers.0.mlp.fc1" in formats.key_candidates(
+    assert "lora_te1_text_model_encoder_layers_0_mlp_fc1" in host_keys.key_candidates(
+        "lora_te1_encoder_layers_0_mlp_fc1")
+    assert "text_encoder.text_model.encoder.layers.0.mlp.fc1" in host_keys.key_candidates(
         "text_encoder.encoder.layers.0.mlp.fc1")
-    assert "lora_unet_blocks_0_cross_attn_k" in formats.key_candidates("lora_unet__blocks_0_cross_attn_k")
-    assert "diffusion_model.joint_blocks.0.x_block.attn.qkv" in formats.key_candidates(
+    assert "lora_unet_blocks_0_cross_attn_k" in host_keys.key_candidates("lora_unet__blocks_0_cross_attn_k")
+    assert "diffusion_model.joint_blocks.0.x_block.attn.qkv" in host_keys.key_candidates(
         "joint_blocks.0.x_block.attn.qkv")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loader import fuse
-from loader.adapters import LoRA
+from loader.adapter_types import LoRA
 
 
 def lora(gen, out, rank, inner, kernel=(), scale=0.5, mid=False, dtype=torch.float16):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from loader import split_qkv
-from loader.adapters import LoRA
+from loader.adapter_types import LoRA
 
 QKV = "lora_unet_double_blocks_0_img_attn_qkv"
 LINEAR1 = "lora_unet_single_blocks_1_linear1"
