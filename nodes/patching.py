@@ -169,19 +169,31 @@ def block_map_of(model, clip, shapes: dict | None = None) -> BlockMap:
                               shapes["model"], shapes["clip"])
 
 
+class _PlanProblem(Exception):
+    """A problem of the stack entry itself (not of reading its file), carried out of LoraCache.use unchanged."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
 def _plan(entry: StackEntry, weights, facts: ModelFacts, split_qkv_scale: str):
     """(file, report, contributions) of one entry, every tensor from the one version of the file on disk."""
     def plan(loaded):
         problem = loaded.layout.problem()
         if problem:
             raise LoraApplyError(f"{entry.lora_name}: {problem}")
-        return (loaded, *plan_entry(loaded, entry, weights, facts, split_qkv_scale))
+        try:
+            return (loaded, *plan_entry(loaded, entry, weights, facts, split_qkv_scale))
+        except files.LoraFileError:
+            raise  # FileChangedError: read again from the header by LoraCache.use
+        except ValueError as e:
+            raise _PlanProblem(e) from e
 
     try:
         return cache.shared_cache.use(folders.resolve(entry.lora_name), plan)
+    except _PlanProblem as e:
+        raise e.error from None
     except (files.LoraFileError, OSError, ValueError) as e:
-        if isinstance(e, LoraApplyError):
-            raise
         problem = e.problem if isinstance(e, files.LoraFileError) else str(e)
         raise LoraApplyError(f"{entry.lora_name}: {problem}") from None
 

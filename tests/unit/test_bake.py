@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from loader import atomic, bake, fuse, safetensors_out
-from loader.adapters import LoRA
+from loader.adapter_types import LoRA
 
 REPO = Path(__file__).resolve().parents[2]
 
