@@ -50,7 +50,7 @@ def stack_rows(loras_dir, pack):
 
 
 def deck(model, rows):
-    (stack,) = nodes.NODE_CLASS_MAPPINGS["LoraDeckStack"].execute(rows=rows).args
+    stack = nodes.NODE_CLASS_MAPPINGS["LoraDeckStack"].execute(rows=rows).args[0]
     patched, _, _ = nodes.NODE_CLASS_MAPPINGS["LoraDeckApply"].execute(model=model, lora_stack=stack).args
     return patched
 
