@@ -4,7 +4,7 @@ The server runs from COMFYUI_PATH with `--base-directory` pointing at a temporar
 custom_nodes holds links to this pack and to the test-only pack (a miniature model node), and whose
 loras folder holds small real LoRA files (fixtures.py). Every test that uses the server runs once per
 frontend: the host's pinned one and each version in frontends.txt (`make frontends` installs them into
-.venv/frontends/<version>; the server serves one with `--front-end-root`). Test ids carry the version;
+<venv>/frontends/<version>; the server serves one with `--front-end-root`). Test ids carry the version;
 screenshots and the server's log go to test-artifacts/browser/<version>/.
 """
 
@@ -43,7 +43,7 @@ USER_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Validation.Workflows": 
 
 
 FRONTENDS_TXT = Path(__file__).with_name("frontends.txt")
-FRONTENDS_DIR = REPO / ".venv" / "frontends"
+FRONTENDS_DIR = Path(sys.prefix) / "frontends"  # `make frontends` installs into the venv that runs the tests
 
 
 def _frontends() -> list[str]:
