@@ -540,5 +540,5 @@ def test_info_panel_pins_trigger_words(page, server):
     assert stored == ["my ink", "glow"]
     dialog.locator(".ld-pin-input").fill("")  # unpinned again: other tests see the file's own words
     dialog.locator(".ld-pin-save").click()
-    dialog.locator(".ld-pin-status", has_text="saved").wait_for()
-    assert "my ink" not in words.inner_text()
+    page.wait_for_function("el => !el.textContent.includes('my ink')", arg=words.element_handle())
+    assert dialog.locator(".ld-pin-status").inner_text() == "saved"

@@ -140,6 +140,7 @@ function triggerSection(name) {
   };
   const save = el("button.ld-btn.ld-pin-save", { title: "Save the pinned words (empty unpins)", onclick: async () => {
     const pinned = input.value.split(",").map((w) => w.trim()).filter(Boolean);
+    status.textContent = "saving…";
     try {
       await pinTriggerWords(name, pinned);
       show(await loraTriggerWords(name));
