@@ -58,6 +58,7 @@ def test_add_pick_strengths_toggles(page, server, docs_dir):
     ]
     expected_sha = hashlib.sha256(server.files["alpha_style.safetensors"].read_bytes()).hexdigest()
     assert value[0]["sha256"] == expected_sha
+    widget.locator(".ld-row").nth(0).locator(".ld-badge", has_text="SD1").wait_for()
     assert widget.locator(".ld-row").nth(0).locator(".ld-badge").inner_text() == "SD1"
 
     # Toggle all: mixed -> all on -> all off.
@@ -131,6 +132,7 @@ def test_block_editor_takes_the_shape_of_other_networks(page, server):
     node = stack_with_rows(page, [{"on": True, "lora": "sd3/zeta_sd3.safetensors", "strength": 1,
                                    "clip_strength": None, "blocks": ""}])
     widget = deck.rows_widget(page, node)
+    widget.locator(".ld-badge", has_text="SD3").wait_for()  # "…" until the file's facts arrive
     assert widget.locator(".ld-badge").inner_text() == "SD3"
     widget.locator(".ld-blocks").click()
     editor = widget.locator('.ld-editor[data-mode="sliders"]')
@@ -427,6 +429,7 @@ def test_base_model_mismatch_marked_after_a_run(page, server):
         return {{ first: first.id, second: second.id }};
     }}""", rows)
     second = deck.rows_widget(page, ids["second"])
+    second.locator(".ld-badge", has_text="SDXL").wait_for()  # "…" until the file's facts arrive
     assert second.locator(".ld-badge").inner_text() == "SDXL"
     page.evaluate(f"() => {APP}.queuePrompt(0, 1)")
     warning = second.locator(".ld-warn")
