@@ -19,40 +19,16 @@ import urllib.parse
 
 import aiohttp
 import hostile_corpus as corpus
-import hosting
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from route_harness import Folders, application
 
 REQUESTS = 400
 CONCURRENCY = 32
 TIME_LIMIT_S = 120
 BIG_FILE_MB = 512
 SECRET = b"SECRET-OUTSIDE-THE-LORAS-FOLDER"
-
-
-class Folders:
-    """The LoraFolders interface over one test folder, listing LoRA files the way the host does."""
-
-    def __init__(self, root, store):
-        self.root, self.store = str(root), str(store)
-
-    def roots(self):
-        return [self.root]
-
-    def names(self):
-        found = []
-        for folder, _, files in os.walk(self.root, followlinks=True):
-            for name in files:
-                if name.endswith((".safetensors", ".ckpt", ".pt")):
-                    found.append(os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, "/"))
-        return found
-
-    def hash_cache(self):
-        return hosting.boot().loader.hashes.HashCache(self.store)
-
-    def trigger_store(self):
-        return os.path.join(os.path.dirname(self.store), "trigger_words.json")
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +109,7 @@ def routes_module(pack):
 def test_every_route_on_every_corpus_file(folder, routes_module):
     """Each route once on each file of the corpus (the storm picks at random)."""
     base, root, _ = folder
-    table = web.RouteTableDef()
-    routes_module.LoraRoutes(Folders(root, base / "hash-cache-2.json")).add_to(table)
-    app = web.Application()
-    app.add_routes(table)
+    app = application(routes_module.LoraRoutes(Folders(root, base / "hash-cache-2.json")))
     names = [n for n in Folders(root, None).names() if n != "big.safetensors"]
     paths = [f"/loradeck/{route}?name={urllib.parse.quote(n, safe='')}" for n in names for route in ("info", "energy")]
     results, _, _ = asyncio.run(_storm(app, paths))
@@ -147,10 +120,7 @@ def test_every_route_on_every_corpus_file(folder, routes_module):
 
 def test_routes_answer_a_storm_of_hostile_requests(folder, routes_module):
     base, root, canary = folder
-    table = web.RouteTableDef()
-    routes_module.LoraRoutes(Folders(root, base / "hash-cache.json")).add_to(table)
-    app = web.Application()
-    app.add_routes(table)
+    app = application(routes_module.LoraRoutes(Folders(root, base / "hash-cache.json")))
     names = Folders(root, None).names()
     started = time.perf_counter()
     results, list_latency, hash_was_running = asyncio.run(_storm(app, _requests(names)))
@@ -171,14 +141,6 @@ def test_routes_answer_a_storm_of_hostile_requests(folder, routes_module):
 
 
 # Hashing and finding by hash off the event loop ----------------------------------------------------------
-
-def _app(routes):
-    table = web.RouteTableDef()
-    routes.add_to(table)
-    app = web.Application()
-    app.add_routes(table)
-    return app
-
 
 async def _get_all(app, paths):
     server = TestServer(app, host="127.0.0.1")
@@ -202,15 +164,15 @@ def test_find_with_a_size_hashes_only_files_of_that_size(folder, routes_module, 
     assert len(same_size) < len(listed) / 2  # the size rules most of the folder out
     sha = hashlib.sha256((root / wanted).read_bytes()).hexdigest()
     routes = routes_module.LoraRoutes(Folders(root, tmp_path / "hash-cache.json"))
-    (status, body), = asyncio.run(_get_all(_app(routes), [f"/loradeck/find?sha256={sha}&size={sizes[wanted]}"]))
+    (status, body), = asyncio.run(_get_all(application(routes), [f"/loradeck/find?sha256={sha}&size={sizes[wanted]}"]))
     assert (status, body["matches"]) == (200, [wanted])
     assert routes.cache.computed == len(same_size)  # every other file was left unread
-    (status, body), = asyncio.run(_get_all(_app(routes), [f"/loradeck/find?sha256={sha}&size={sizes[wanted]}"]))
+    (status, body), = asyncio.run(_get_all(application(routes), [f"/loradeck/find?sha256={sha}&size={sizes[wanted]}"]))
     assert (status, body["matches"], routes.cache.computed) == (200, [wanted], len(same_size))  # from the cache
-    (status, body), = asyncio.run(_get_all(_app(routes), [f"/loradeck/find?sha256={sha}&size=12"]))
+    (status, body), = asyncio.run(_get_all(application(routes), [f"/loradeck/find?sha256={sha}&size=12"]))
     assert (status, body["matches"], routes.cache.computed) == (200, [], len(same_size))
     for bad in ("-1", "12kb", "1e3"):
-        (status, body), = asyncio.run(_get_all(_app(routes), [f"/loradeck/find?sha256={sha}&size={bad}"]))
+        (status, body), = asyncio.run(_get_all(application(routes), [f"/loradeck/find?sha256={sha}&size={bad}"]))
         assert status == 400 and "size" in body["error"]
 
 
@@ -222,7 +184,7 @@ def test_the_server_answers_while_a_big_file_is_hashed(folder, routes_module, tm
     size = os.path.getsize(root / small)
 
     async def run():
-        server = TestServer(_app(routes), host="127.0.0.1")
+        server = TestServer(application(routes), host="127.0.0.1")
         await server.start_server()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIME_LIMIT_S)) as session:
@@ -258,7 +220,7 @@ def test_a_file_that_vanishes_while_hashed_is_a_404(routes_module, tmp_path):
     routes = routes_module.LoraRoutes(Folders(root, tmp_path / "hash-cache.json"))
 
     async def run():
-        server = TestServer(_app(routes), host="127.0.0.1")
+        server = TestServer(application(routes), host="127.0.0.1")
         await server.start_server()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIME_LIMIT_S)) as session:

@@ -13,30 +13,12 @@ import json
 import os
 
 import hostile_corpus as corpus
-import hosting
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from route_harness import Folders, application
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"png-bytes"
 WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"webp-bytes"
-
-
-class Folders:
-    def __init__(self, root, store):
-        self.root, self.store = str(root), str(store)
-
-    def roots(self):
-        return [self.root]
-
-    def names(self):
-        return sorted(n for n in os.listdir(self.root) if n.endswith(".safetensors"))
-
-    def hash_cache(self):
-        return hosting.boot().loader.hashes.HashCache(self.store)
-
-    def trigger_store(self):
-        return os.path.join(os.path.dirname(self.store), "trigger_words.json")
 
 
 @pytest.fixture
@@ -55,11 +37,7 @@ def app(pack, tmp_path):
     (tmp_path / "secret.png").write_bytes(b"\x89PNG secret")
     (root / "outside.metadata.json").write_text(json.dumps({"preview_url": "../secret.png"}))
     os.symlink(tmp_path / "secret.png", root / "linked.preview.png")
-    table = web.RouteTableDef()
-    routes_module.LoraRoutes(Folders(root, tmp_path / "hash-cache.json")).add_to(table)
-    application = web.Application()
-    application.add_routes(table)
-    return application
+    return application(routes_module.LoraRoutes(Folders(root, tmp_path / "hash-cache.json")))
 
 
 def get(app, paths):

@@ -10,39 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 
 import hostile_corpus as corpus
-import hosting
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from route_harness import Folders, application
 from safetensors.torch import save_file
-
-
-class Folders:
-    def __init__(self, root, store):
-        self.root, self.store = str(root), str(store)
-
-    def roots(self):
-        return [self.root]
-
-    def names(self):
-        found = []
-        for folder, _, files in os.walk(self.root):
-            found += [os.path.relpath(os.path.join(folder, f), self.root).replace(os.sep, "/")
-                      for f in files if f.endswith(".safetensors")]
-        return sorted(found)
-
-    def hash_cache(self):
-        return hosting.boot().loader.hashes.HashCache(self.store)
-
-    def trigger_store(self):
-        return os.path.join(os.path.dirname(self.store), "trigger_words.json")
-
-    def alias_of(self, name):  # what nodes/folders.alias_of reads: ss_output_name from the file's header
-        header = hosting.boot().loader.files.read_header(os.path.join(self.root, name))
-        return header.metadata.get("ss_output_name")
 
 
 @pytest.fixture
@@ -54,11 +27,7 @@ def app(pack, tmp_path):
         (root / relative).write_bytes(corpus.good_bytes())
     save_file(corpus.good_tensors(seed=3), str(root / "wash.safetensors"),
               metadata={"ss_output_name": "watercolor_v2"})  # kohya's sd-scripts writes the alias here
-    table = web.RouteTableDef()
-    routes_module.LoraRoutes(Folders(root, tmp_path / "hash-cache.json")).add_to(table)
-    application = web.Application()
-    application.add_routes(table)
-    return application
+    return application(routes_module.LoraRoutes(Folders(root, tmp_path / "hash-cache.json")))
 
 
 def post(app, bodies):

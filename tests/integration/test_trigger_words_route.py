@@ -8,30 +8,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import os
 
 import hostile_corpus as corpus
-import hosting
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-
-
-class Folders:
-    def __init__(self, root, store):
-        self.root, self.store = str(root), str(store)
-
-    def roots(self):
-        return [self.root]
-
-    def names(self):
-        return sorted(n for n in os.listdir(self.root) if n.endswith(".safetensors"))
-
-    def hash_cache(self):
-        return hosting.boot().loader.hashes.HashCache(self.store)
-
-    def trigger_store(self):
-        return os.path.join(os.path.dirname(self.store), "trigger_words.json")
+from route_harness import Folders, application
 
 
 @pytest.fixture
@@ -42,10 +23,7 @@ def client(pack, tmp_path):
     (root / "ink.safetensors").write_bytes(corpus.good_bytes())
     (root / "ink.civitai.info").write_text(json.dumps({"id": 1, "trainedWords": ["inkstyle", "ink wash"]}))
     (tmp_path / "user").mkdir()
-    table = web.RouteTableDef()
-    routes_module.LoraRoutes(Folders(root, tmp_path / "user" / "hash-cache.json")).add_to(table)
-    app = web.Application()
-    app.add_routes(table)
+    app = application(routes_module.LoraRoutes(Folders(root, tmp_path / "user" / "hash-cache.json")))
     return app, tmp_path / "user" / "trigger_words.json"
 
 
