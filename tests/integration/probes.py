@@ -68,6 +68,15 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def stack_prompt(prefix: str, rows: list[dict]) -> dict:
+    """An API prompt: <prefix>MiniModel → LoraDeckStack(rows) → LoraDeckApply → <prefix>Probe (node "3")."""
+    return {"1": {"class_type": f"{prefix}MiniModel", "inputs": {}},
+            "4": {"class_type": "LoraDeckStack", "inputs": {"rows": {"__value__": rows}}},
+            "2": {"class_type": "LoraDeckApply",
+                  "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_stack": ["4", 0]}},
+            "3": {"class_type": f"{prefix}Probe", "inputs": {"model": ["2", 0], "clip": ["2", 1]}}}
+
+
 def register(prefix: str) -> list[str]:
     """Add the two nodes to the host as <prefix>MiniModel and <prefix>Probe; the names, to remove later."""
     import nodes

@@ -64,11 +64,7 @@ def stack_prompt(number: int) -> dict:
     rows = [{"lora": f"concurrency/c{i}.safetensors", "strength": round(rng.uniform(-1, 1), 3),
              "clip_strength": round(rng.uniform(-1, 1), 3), "on": True}
             for i in rng.sample(range(FILES), 3)]
-    return {"1": {"class_type": "ConcurrencyMiniModel", "inputs": {}},
-            "4": {"class_type": "LoraDeckStack", "inputs": {"rows": {"__value__": rows}}},
-            "2": {"class_type": "LoraDeckApply",
-                  "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_stack": ["4", 0]}},
-            "3": {"class_type": "ConcurrencyProbe", "inputs": {"model": ["2", 0], "clip": ["2", 1]}}}
+    return probes.stack_prompt("Concurrency", rows)
 
 
 def digests(outputs: dict) -> tuple:

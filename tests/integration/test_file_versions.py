@@ -96,12 +96,7 @@ def prompt(name: str, kind: str) -> dict:
             "model": ["1", 0], "clip": ["1", 1], "lora_name": name, "strength_model": 0.8, "strength_clip": 0.7}}
         return {"1": {"class_type": "VersionsMiniModel", "inputs": {}}, "2": lora,
                 "3": {"class_type": "VersionsProbe", "inputs": {"model": ["2", 0], "clip": ["2", 1]}}}
-    rows = [{"lora": name, "strength": 0.8, "clip_strength": 0.7, "on": True}]
-    return {"1": {"class_type": "VersionsMiniModel", "inputs": {}},
-            "4": {"class_type": "LoraDeckStack", "inputs": {"rows": {"__value__": rows}}},
-            "2": {"class_type": "LoraDeckApply",
-                  "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_stack": ["4", 0]}},
-            "3": {"class_type": "VersionsProbe", "inputs": {"model": ["2", 0], "clip": ["2", 1]}}}
+    return probes.stack_prompt("Versions", [{"lora": name, "strength": 0.8, "clip_strength": 0.7, "on": True}])
 
 
 @pytest.mark.parametrize("kind", ["loader", "stack"])
