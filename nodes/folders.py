@@ -83,12 +83,7 @@ def resolve_tag_name(name: str) -> str:
     return names.resolve_tag_name(name, lora_names(), alias_of)
 
 
-_hash_cache: list[hashes.HashCache] = []
-
-
+@functools.cache
 def hash_cache() -> hashes.HashCache:
     """The pack's one SHA-256 cache (nodes and routes), kept in `<user>/loradeck/hash-cache.json`."""
-    if not _hash_cache:
-        _hash_cache.append(hashes.HashCache(os.path.join(folder_paths.get_user_directory(), "loradeck",
-                                                         "hash-cache.json")))
-    return _hash_cache[0]
+    return hashes.HashCache(os.path.join(folder_paths.get_user_directory(), "loradeck", "hash-cache.json"))

@@ -62,7 +62,7 @@ def files(loras_dir, pack, tmp_path_factory):
     old_user = folder_paths.get_user_directory()
     folder_paths.set_user_directory(str(user))  # the hash cache is written there, never into the host's tree
     folders = import_module(pack.__name__ + ".nodes.folders")
-    folders._hash_cache.clear()
+    folders.hash_cache.cache_clear()
     root = loras_dir / "prompt"
     (root / "styles").mkdir(parents=True, exist_ok=True)
     for sub in ("a", "b", "c"):
@@ -90,7 +90,7 @@ def files(loras_dir, pack, tmp_path_factory):
     folder_paths.filename_list_cache.pop("loras", None)
     yield made
     folder_paths.set_user_directory(old_user)
-    folders._hash_cache.clear()
+    folders.hash_cache.cache_clear()
 
 
 def prompt_node(text, lora_stack=None):
