@@ -9,7 +9,7 @@ What A1111 does (modules/extra_networks.py, extensions-builtin/Lora/extra_networ
 The lora-block-weight extension (scripts/lora_block_weight.py) adds `lbw=` (a preset or a vector),
 `lbwe=`, `start=`, `stop=` and `step=A-B`. Here `lbw=` takes anything the pack's block grammar reads
 (loader.spec: presets, vectors, assignments); it becomes the stack entry's block spec. `start`/`stop`
-are kept on the entry for step scheduling and not yet applied (the prompt node says so).
+become the entry's step schedule (loader.schedule, A1111's meaning), applied by the scheduling nodes.
 
 Where A1111 misreads silently, this module stops with the tag and its character position: a value
 that is not a number (in A1111 one such tag cancels every LoRA of the prompt), `te = 0.5` with spaces
@@ -24,6 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from . import schedule as schedules
 from .stack import MAX_ROWS, MAX_STRENGTH, StackEntry
 
 KINDS = ("lora", "lyco")
@@ -45,7 +46,8 @@ class PromptTagError(ValueError):
 
 class TagEntry(StackEntry):
     """A stack entry from a prompt tag: (lora_name, strength_model, strength_clip), `.blocks`, and the
-    tag's `.start`/`.stop` steps (None = from the first / to the last), `.tag` and `.position`."""
+    tag's `.start`/`.stop` steps (None = from the first / to the last), `.tag` and `.position`. `.schedule` is
+    those steps as a loader.schedule step schedule (A1111's meaning; None when the tag sets neither)."""
 
     start: int | None
     stop: int | None
@@ -54,7 +56,8 @@ class TagEntry(StackEntry):
 
     def __new__(cls, lora_name: str, strength_model: float, strength_clip: float, blocks: str = "", *,
                 start: int | None = None, stop: int | None = None, tag: str = "", position: int = 0):
-        entry = super().__new__(cls, lora_name, strength_model, strength_clip, blocks)
+        entry = super().__new__(cls, lora_name, strength_model, strength_clip, blocks,
+                                schedules.from_steps(start, stop))
         entry.start, entry.stop, entry.tag, entry.position = start, stop, tag, position
         return entry
 

@@ -11,6 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from . import schedule as schedules
+
 MAX_STRENGTH = 100.0  # the nodes' strength widgets allow -100…100; beyond that a LoRA only produces noise
 MAX_ROWS = 1000  # every row's file is checked when a prompt is validated; a shared workflow cannot ask for millions
 
@@ -20,15 +22,19 @@ class StackError(ValueError):
 
 
 class StackEntry(tuple):
-    """(lora_name, strength_model, strength_clip), plus `.blocks`, the row's block-weight spec."""
+    """(lora_name, strength_model, strength_clip), plus `.blocks`, the row's block-weight spec, and
+    `.schedule`, when it acts during sampling (a loader.schedule.Schedule; None = on every step)."""
 
     blocks: str
+    schedule: schedules.Schedule | None
 
-    def __new__(cls, lora_name: str, strength_model: float, strength_clip: float, blocks: str = ""):
+    def __new__(cls, lora_name: str, strength_model: float, strength_clip: float, blocks: str = "",
+                schedule: schedules.Schedule | None = None):
         strengths = [_checked(f"{str(lora_name)[:120]}: {label}", value)
                      for label, value in (("strength_model", strength_model), ("strength_clip", strength_clip))]
         entry = super().__new__(cls, (lora_name, *strengths))
         entry.blocks = blocks or ""
+        entry.schedule = schedule
         return entry
 
     @property
@@ -45,6 +51,7 @@ class StackEntry(tuple):
 
     def __repr__(self) -> str:
         extra = f", blocks={self.blocks!r}" if self.blocks else ""
+        extra += f", schedule={self.schedule!r}" if self.schedule is not None else ""
         return f"StackEntry({self[0]!r}, {self[1]}, {self[2]}{extra})"
 
 
@@ -57,10 +64,11 @@ class Row:
     clip_strength: float | None = None
     on: bool = True
     blocks: str = ""
+    schedule: schedules.Schedule | None = None
 
     def entry(self) -> StackEntry:
         clip = self.strength if self.clip_strength is None else self.clip_strength
-        return StackEntry(self.lora, self.strength, clip, self.blocks)
+        return StackEntry(self.lora, self.strength, clip, self.blocks, self.schedule)
 
 
 def rows_from_value(value: object) -> list[Row]:
@@ -94,12 +102,17 @@ def _row(position: int, item: object) -> Row:
     blocks = item.get("blocks") or ""
     if not isinstance(blocks, str):
         raise StackError(f"row {position}: blocks should be a block-weight spec string")
+    try:
+        schedule = schedules.parse(item.get("schedule"), f"row {position}")
+    except schedules.ScheduleError as e:
+        raise StackError(str(e)) from None
     return Row(
         lora=lora,
         strength=_strength(position, "strength", item.get("strength", 1.0)),
         clip_strength=None if clip is None else _strength(position, "clip_strength", clip),
         on=_switch(position, item.get("on", True)),
         blocks=blocks,
+        schedule=schedule,
     )
 
 
@@ -155,8 +168,15 @@ def entries_from_stack(stack: object) -> list[StackEntry]:
             continue
         strength_model = _strength(position, "strength_model", item[1])
         strength_clip = _strength(position, "strength_clip", item[2])
-        entries.append(StackEntry(name, strength_model, strength_clip, getattr(item, "blocks", "")))
+        entries.append(StackEntry(name, strength_model, strength_clip, getattr(item, "blocks", ""),
+                                  _schedule_of(item)))
     return entries
+
+
+def _schedule_of(item: object) -> schedules.Schedule | None:
+    # Another pack's entry may carry an attribute of that name meaning something else: only ours is read.
+    schedule = getattr(item, "schedule", None)
+    return schedule if isinstance(schedule, schedules.Schedule) else None
 
 
 def build_stack(base: object, rows: list[Row]) -> list[StackEntry]:

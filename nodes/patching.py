@@ -77,13 +77,18 @@ class StackPatches:
         self._terms.setdefault((contribution.target, contribution.host_key), []).append(
             (contribution.module_key, fuse.Term(contribution.adapter, contribution.coefficient)))
 
-    def register(self, model, clip) -> dict[str, set]:
-        """add_patches once per patcher; returns the host keys each target accepted."""
+    def by_target(self) -> dict[str, dict]:
+        """{"model": {host key: FusedStackPatch}, "clip": {…}}: the host's patch dicts (also hooks' weights)."""
         by_target: dict[str, dict] = {"model": {}, "clip": {}}
         for (target, host_key), contributions in self._terms.items():
             uses_key_function = isinstance(host_key, tuple) and len(host_key) > 2
             weights = [uses_key_function, *fuse.pack([term for _, term in contributions])]
             by_target[target][host_key] = FusedStackPatch({key for key, _ in contributions}, weights)
+        return by_target
+
+    def register(self, model, clip) -> dict[str, set]:
+        """add_patches once per patcher; returns the host keys each target accepted."""
+        by_target = self.by_target()
         accepted = {"model": set(), "clip": set()}
         for target, patcher in (("model", model), ("clip", clip)):
             if by_target[target] and patcher is not None:
@@ -113,6 +118,31 @@ def apply_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = 
     """
     new_model = model.clone() if model is not None else None
     new_clip = clip.clone() if clip is not None else None
+    planned = plan_stack(model, clip, entries, skip_unloadable, split_qkv_scale)
+    accepted = planned.groups[None].register(new_model, new_clip) if None in planned.groups else {
+        "model": set(), "clip": set()}
+    for report, keys in zip(planned.reports, planned.contributed, strict=True):
+        report.model_keys = len(keys["model"] & accepted["model"])
+        report.clip_keys = len(keys["clip"] & accepted["clip"])
+    for metadata in planned.metadata:
+        attach_metadata(metadata, new_model, new_clip)
+    return new_model, new_clip, planned.reports
+
+
+class PlannedStack:
+    """A stack's contributions in groups (`group_of(entry, contribution)`; one group, None, by default),
+    with a report, the host keys contributed per target, and the file metadata of each loaded entry."""
+
+    def __init__(self):
+        self.groups: dict[object, StackPatches] = {}
+        self.reports: list[LoraReport] = []
+        self.contributed: list[dict[str, set]] = []
+        self.metadata: list[dict[str, str]] = []
+
+
+def plan_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = False,
+               split_qkv_scale: str = "auto", group_of=None) -> PlannedStack:
+    """Every entry planned against the live model and text encoder (their key maps and block table)."""
     architecture = architecture_of(model) if model is not None else None
     shapes = shapes_of(model, clip)
     facts = ModelFacts(
@@ -123,9 +153,7 @@ def apply_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = 
         mismatch_note=lambda base: _mismatch_note(base, architecture),
     )
     block_map = block_map_of(model, clip, shapes)
-    reports = []
-    patches = StackPatches()
-    contributed: list[dict[str, set]] = []
+    planned = PlannedStack()
     for entry in entries:
         try:
             weights = spec.parse(entry.blocks, block_map, presets=block_presets.user_presets())
@@ -137,21 +165,18 @@ def apply_stack(model, clip, entries: list[StackEntry], skip_unloadable: bool = 
             if not skip_unloadable:
                 raise
             log.warning("LoRA Deck: skipped %s", e)
-            reports.append(LoraReport.skipped(entry, str(e).removeprefix(f"{entry.lora_name}: ")))
-            contributed.append({"model": set(), "clip": set()})
+            planned.reports.append(LoraReport.skipped(entry, str(e).removeprefix(f"{entry.lora_name}: ")))
+            planned.contributed.append({"model": set(), "clip": set()})
             continue
         keys: dict[str, set] = {"model": set(), "clip": set()}
         for contribution in contributions:
-            patches.add(contribution)
+            group = group_of(entry, contribution) if group_of is not None else None
+            planned.groups.setdefault(group, StackPatches()).add(contribution)
             keys[contribution.target].add(contribution.host_key)
-        reports.append(report)
-        contributed.append(keys)
-        _attach_metadata(loaded.layout.metadata, new_model, new_clip)
-    accepted = patches.register(new_model, new_clip)
-    for report, keys in zip(reports, contributed, strict=True):
-        report.model_keys = len(keys["model"] & accepted["model"])
-        report.clip_keys = len(keys["clip"] & accepted["clip"])
-    return new_model, new_clip, reports
+        planned.reports.append(report)
+        planned.contributed.append(keys)
+        planned.metadata.append(loaded.layout.metadata)
+    return planned
 
 
 def shapes_of(model, clip) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -198,7 +223,7 @@ def _plan(entry: StackEntry, weights, facts: ModelFacts, split_qkv_scale: str):
         raise LoraApplyError(f"{entry.lora_name}: {problem}") from None
 
 
-def _attach_metadata(metadata: dict[str, str], *patchers) -> None:
+def attach_metadata(metadata: dict[str, str], *patchers) -> None:
     """As newer hosts' own loader does: the last LoRA's metadata rides on the patchers (LTXV IC-LoRA reads it)."""
     for patcher in patchers:
         target = getattr(patcher, "patcher", patcher)  # a CLIP holds its ModelPatcher

@@ -12,8 +12,8 @@ from ..loader import files, image_metadata, names, prompt_tags, stack
 from . import folders, schema, triggers
 from .lora_nodes import LORA_STACK
 
-SCHEDULE_NOTE = ("start=/stop=/step= are read but not applied yet: the LoRA acts on every step "
-                 "(step scheduling is planned)")
+SCHEDULE_NOTE = ("A1111 steps: applied by LoRA Deck Apply Scheduled Stack and LoRA Deck Stack as Hooks; "
+                 "LoRA Deck Apply Stack applies the LoRA on every step")
 
 
 class LoraDeckPrompt(io.ComfyNode):

@@ -13,7 +13,7 @@ import pytest
 import nodes
 
 OUR_NODES = {"LoraDeckLoader", "LoraDeckStack", "LoraDeckApply", "LoraDeckBlockView", "LoraDeckBake",
-             "LoraDeckPrompt"}
+             "LoraDeckPrompt", "LoraDeckHooks", "LoraDeckApplyScheduled"}
 
 
 def _ours(pack) -> dict[str, dict]:

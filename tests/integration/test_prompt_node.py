@@ -194,7 +194,7 @@ def test_the_host_runs_the_node_and_keeps_its_outputs(host):
     outputs = host.run(probe_prompt("<lyco:prompt/ink:0.5:start=3:stop=12> cat"))
     assert outputs["2"]["text"] == [" cat"]
     assert [tuple(e) for e in SEEN["lora_stack"]] == [("prompt/ink.safetensors", 0.5, 0.5)]
-    assert "start=/stop=/step= are read but not applied yet" in outputs["2"]["report"][0]
+    assert "A1111 steps: applied by LoRA Deck Apply Scheduled Stack" in outputs["2"]["report"][0]
     assert "steps 3…12" in outputs["2"]["report"][0]
 
 
