@@ -147,6 +147,7 @@ def test_invalid_input_is_shown_not_stored(page, server):
     message = editor.locator(".ld-sched-msg")
     cases = [
         ({"start": "0.5", "stop": "0.3"}, "start (0.5) must come before stop (0.3)", "stop"),
+        ({"start": "0.4", "stop": "0.4"}, "start (0.4) must come before stop (0.4)", "stop"),
         ({"start": "0", "stop": "1.5"}, "stop must be between 0 and 1", "stop"),
         ({"start": "-0.1", "stop": "0.5"}, "start must be between 0 and 1", "start"),
         ({"start": "abc", "stop": "0.5"}, "start must be a number, not “abc”", "start"),

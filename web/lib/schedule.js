@@ -21,7 +21,8 @@ export function readSchedule(s) {
   const view = { unit, curve, start: optional(s.start, 0), stop: optional(s.stop, null),
     from: optional(s.from, 1), to: optional(s.to, 1), keyframes: optional(s.keyframes, null) };
   const numbers = [view.start, view.from, view.to].every(isNumber) && (view.stop === null || isNumber(view.stop));
-  if (!numbers || !["fraction", "steps"].includes(unit) || !CURVES.includes(curve)) return null;
+  const keyframes = view.keyframes === null || Number.isInteger(view.keyframes);
+  if (!numbers || !keyframes || !["fraction", "steps"].includes(unit) || !CURVES.includes(curve)) return null;
   return view;
 }
 
@@ -157,20 +158,12 @@ function choice(name, options, value) {
   return select;
 }
 
-/**
- * @param {object} opts
- * @param {HTMLElement} opts.anchor   the element the editor opens under
- * @param {*} opts.schedule           the row's schedule (undefined/null: none yet)
- * @param {(next: object|undefined) => void} opts.onApply  the new schedule, or undefined to clear it
- * @param {() => void} [opts.onClose]
- */
-export function openScheduleEditor({ anchor, schedule, onApply, onClose }) {
-  const existing = schedule !== undefined && schedule !== null;
-  const original = isPlain(schedule) ? schedule : {};
+/** The editor's fields, filled from `original`; `initial` is their text as opened (what counts as unchanged). */
+function scheduleForm(original, fresh) {
   const initial = Object.fromEntries(FIELDS.map((f) => [f, shown(original[f])]));
   if (initial.unit === "") initial.unit = "fraction";
-  const text = (name, placeholder) => el(`input.ld-num.ld-sched-${name}`, { type: "text", inputmode: "decimal", spellcheck: false,
-    value: initial[name], placeholder });
+  const text = (name, placeholder) => el(`input.ld-num.ld-sched-${name}`, {
+    type: "text", inputmode: "decimal", spellcheck: false, value: initial[name], placeholder });
   const inputs = {
     unit: choice("unit", [["fraction", "fraction of the sampling (0–1)"], ["steps", "steps"]], initial.unit),
     start: text("start", "0"),
@@ -180,58 +173,78 @@ export function openScheduleEditor({ anchor, schedule, onApply, onClose }) {
     curve: choice("curve", [["", "—"], ...CURVES.map((c) => [c, c.replace(/_/g, " ")])], initial.curve),
     keyframes: text("keyframes", "auto"),
   };
-  if (!existing || !isPlain(schedule)) {
+  if (fresh) {
     inputs.start.value = "0"; // a new schedule starts as the whole sampling
     inputs.stop.value = "1";
   }
-  const preview = el("div.ld-sched-preview");
-  const message = el("div.ld-sched-msg", { role: "status" });
-  const apply = el("button.ld-btn.ld-sched-apply", { onclick: () => commit() }, "Apply");
-  const clear = existing ? el("button.ld-btn.ld-sched-clear", { title: "Always on again (removes the schedule)",
-    onclick: () => done(undefined) }, "Clear") : null;
-  const cancel = el("button.ld-btn.ld-sched-cancel", { onclick: () => close() }, "Cancel");
-  const extra = Object.keys(original).filter((k) => !FIELDS.includes(k));
-  const panel = el("div.ld-sched-editor.ld-floating", { role: "dialog", "aria-label": "Schedule" },
-    el("div.ld-sched-title", {}, "Schedule"),
-    isPlain(schedule) || !existing ? null
-      : el("div.ld-sched-note", {}, `This schedule is not an object LoRA Deck can read: ${JSON.stringify(schedule)}. `
-        + "Apply replaces it; Clear removes it."),
-    el("div.ld-sched-grid", {},
-      field("unit", "Unit", inputs.unit, "Fractions of the sampling (0 = first step, 1 = last) or sampling steps"),
-      field("start", "Start", inputs.start, "Where the LoRA starts acting"),
-      field("stop", "Stop", inputs.stop, "Where it stops (empty: to the end)"),
-      field("from", "From ×", inputs.from, "Strength multiplier at the start (empty: 1)"),
-      field("to", "To ×", inputs.to, "Strength multiplier at the stop (empty: 1)"),
-      field("curve", "Curve", inputs.curve, "How the multiplier moves from From to To"),
-      field("keyframes", "Keyframes", inputs.keyframes, "How many strength steps the ramp is sampled at (empty: the default)")),
-    preview,
-    extra.length ? el("div.ld-muted.ld-sched-extra", {}, `Also kept as stored: ${extra.join(", ")}`) : null,
-    message,
-    el("div.ld-sched-buttons", {}, apply, clear, cancel));
-  const { close } = floating(panel, { onClose });
+  const grid = el("div.ld-sched-grid", {},
+    field("unit", "Unit", inputs.unit, "Fractions of the sampling (0 = first step, 1 = last) or sampling steps"),
+    field("start", "Start", inputs.start, "Where the LoRA starts acting"),
+    field("stop", "Stop", inputs.stop, "Where it stops (empty: to the end)"),
+    field("from", "From ×", inputs.from, "Strength multiplier at the start (empty: 1)"),
+    field("to", "To ×", inputs.to, "Strength multiplier at the stop (empty: 1)"),
+    field("curve", "Curve", inputs.curve, "How the multiplier moves from From to To"),
+    field("keyframes", "Keyframes", inputs.keyframes, "How many strength steps the ramp is sampled at (empty: the default)"));
+  return { inputs, initial, grid };
+}
+
+/** The schedule the form stands for: `original` with each changed field set (or removed when emptied). */
+function formDraft({ inputs, initial }, original) {
+  const touched = new Set(FIELDS.filter((f) => inputs[f].value !== initial[f]));
+  const next = { ...original };
+  for (const name of touched) {
+    const value = parse(name, inputs[name].value);
+    if (name === "unit" && value === "fraction" && original.unit === undefined) delete next.unit;
+    else if (value === undefined) delete next[name];
+    else next[name] = value;
+  }
+  return { next, touched };
+}
+
+function placeNear(panel, anchor) {
   const rect = anchor.getBoundingClientRect();
   panel.style.left = `${Math.max(4, Math.min(rect.left - 120, window.innerWidth - 330))}px`;
   panel.style.top = `${rect.bottom + 250 < window.innerHeight ? rect.bottom + 2 : Math.max(4, rect.top - 252)}px`;
+}
 
-  const touched = () => new Set(FIELDS.filter((f) => inputs[f].value !== initial[f]));
-
-  /** The schedule the form stands for: the stored one, with each changed field set (or removed when empty). */
-  function draft() {
-    const next = { ...original };
-    for (const name of touched()) {
-      const value = parse(name, inputs[name].value);
-      if (name === "unit" && value === "fraction" && original.unit === undefined) delete next.unit;
-      else if (value === undefined) delete next[name];
-      else next[name] = value;
-    }
-    return next;
-  }
+/**
+ * @param {object} opts
+ * @param {HTMLElement} opts.anchor   the element the editor opens under
+ * @param {*} opts.schedule           the row's schedule (undefined/null: none yet)
+ * @param {(next: object|undefined) => void} opts.onApply  the new schedule, or undefined to clear it
+ * @param {() => void} [opts.onClose]
+ */
+export function openScheduleEditor({ anchor, schedule, onApply, onClose }) {
+  const existing = schedule !== undefined && schedule !== null;
+  const readable = isPlain(schedule);
+  const original = readable ? schedule : {};
+  const form = scheduleForm(original, !readable);
+  const preview = el("div.ld-sched-preview");
+  const message = el("div.ld-sched-msg", { role: "status" });
+  const done = (next) => {
+    close();
+    onApply(next);
+  };
+  const apply = el("button.ld-btn.ld-sched-apply", { onclick: () => commit() }, "Apply");
+  const clear = existing ? el("button.ld-btn.ld-sched-clear", { title: "Always on again (removes the schedule)",
+    onclick: () => done(undefined) }, "Clear") : null;
+  const extra = Object.keys(original).filter((k) => !FIELDS.includes(k));
+  const panel = el("div.ld-sched-editor.ld-floating", { role: "dialog", "aria-label": "Schedule" },
+    el("div.ld-sched-title", {}, "Schedule"),
+    existing && !readable ? el("div.ld-sched-note", {}, `This schedule is not an object LoRA Deck can read: `
+      + `${JSON.stringify(schedule)}. Apply replaces it; Clear removes it.`) : null,
+    form.grid, preview,
+    extra.length ? el("div.ld-muted.ld-sched-extra", {}, `Also kept as stored: ${extra.join(", ")}`) : null,
+    message,
+    el("div.ld-sched-buttons", {}, apply, clear, el("button.ld-btn.ld-sched-cancel", { onclick: () => close() }, "Cancel")));
+  const { close } = floating(panel, { onClose });
+  placeNear(panel, anchor);
 
   function check() {
-    const next = draft();
-    const found = problems(next, touched());
+    const { next, touched } = formDraft(form, original);
+    const found = problems(next, touched);
     const blocking = found.filter((p) => !p.kept);
-    for (const [name, input] of Object.entries(inputs)) {
+    for (const [name, input] of Object.entries(form.inputs)) {
       input.classList.toggle("ld-invalid", blocking.some((p) => p.field === name));
       input.classList.toggle("ld-kept", found.some((p) => p.kept && p.field === name));
     }
@@ -241,22 +254,17 @@ export function openScheduleEditor({ anchor, schedule, onApply, onClose }) {
     const v = readSchedule(next);
     preview.replaceChildren(v && !blocking.length ? scheduleBar(v, { width: 300, height: 24 }) : "",
       el("span.ld-muted", {}, blocking.length ? "" : describe(next)));
-    return { next, ok: blocking.length === 0 };
-  }
-
-  function done(next) {
-    close();
-    onApply(next);
+    return { next, ok: blocking.length === 0, unchanged: readable && touched.size === 0 };
   }
 
   function commit() {
-    const { next, ok } = check();
+    const { next, ok, unchanged } = check();
     if (!ok) return;
-    if (existing && isPlain(schedule) && touched().size === 0) close(); // nothing changed: no undo step
+    if (unchanged) close(); // nothing changed: no undo step
     else done(next);
   }
 
-  for (const input of Object.values(inputs)) {
+  for (const input of Object.values(form.inputs)) {
     input.addEventListener("input", check);
     input.addEventListener("change", check);
     input.addEventListener("keydown", (e) => {
@@ -267,8 +275,7 @@ export function openScheduleEditor({ anchor, schedule, onApply, onClose }) {
     });
   }
   check();
-  inputs.start.focus();
-  inputs.start.select();
+  form.inputs.start.focus();
+  form.inputs.start.select();
   return { close, panel };
 }
-
