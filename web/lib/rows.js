@@ -1,5 +1,5 @@
 // The LoraDeckStack rows widget. Its value is the list of row objects
-// {on, lora, strength, clip_strength, blocks[, sha256, size]}; the frontend stores that value in the workflow
+// {on, lora, strength, clip_strength, blocks[, sha256, size, schedule]}; the frontend stores that value in the workflow
 // and sends it in the API prompt as {"__value__": [...]}, so rows travel with every save, export,
 // paste, subgraph and undo step without any code of ours on those paths.
 import { graphChanged, toast } from "./comfy.js";
@@ -7,6 +7,7 @@ import { el, icon } from "./dom.js";
 import { blockEditor } from "./editor.js";
 import { baseLabel, openInfo } from "./info.js";
 import { openPicker } from "./picker.js";
+import { scheduleIndicator } from "./schedule.js";
 import { findByHash, loraEnergy, loraHash, loraInfo, loraNames } from "./server.js";
 
 export const ROWS_TYPE = "LORADECK_ROWS";
@@ -36,9 +37,14 @@ export function normaliseRows(value) {
         blocks: typeof r.blocks === "string" ? r.blocks : "",
       };
       delete row.lora_name;
+      if (r.schedule && typeof r.schedule === "object") row.schedule = JSON.parse(JSON.stringify(r.schedule)); // our own copy
       return row;
     });
 }
+
+// A copy the frontend may keep (an undo state, a clipboard) while the row is edited on.
+const copyRow = (r) => (r.schedule && typeof r.schedule === "object"
+  ? { ...r, schedule: JSON.parse(JSON.stringify(r.schedule)) } : { ...r });
 
 export function rowsWidget(node, inputName) {
   let rows = [];
@@ -50,7 +56,7 @@ export function rowsWidget(node, inputName) {
   const root = el("div.loradeck-rows", {}, content);
 
   const widget = node.addDOMWidget(inputName, ROWS_TYPE, root, {
-    getValue: () => rows.map((r) => ({ ...r })),
+    getValue: () => rows.map(copyRow),
     setValue: (value) => {
       rows = normaliseRows(value);
       editing = null;
@@ -232,6 +238,11 @@ export function rowsWidget(node, inputName) {
         }),
       }, name),
       badge,
+      scheduleIndicator(row, (next) => {
+        if (next === undefined) delete row.schedule;
+        else row.schedule = next;
+        changed({ rerender: true });
+      }),
       strengthInput(row, "strength", linked ? "Strength (model and CLIP)" : "Model strength"),
       el("button.ld-icon.ld-link", {
         title: linked ? "Set a separate CLIP strength" : "Use the model strength for CLIP too",
