@@ -151,10 +151,13 @@ def test_invalid_input_is_shown_not_stored(page, server):
         ({"start": "0", "stop": "1.5"}, "stop must be between 0 and 1", "stop"),
         ({"start": "-0.1", "stop": "0.5"}, "start must be between 0 and 1", "start"),
         ({"start": "abc", "stop": "0.5"}, "start must be a number, not “abc”", "start"),
-        ({"unit": "steps", "start": "-2", "stop": "5"}, "start must be a whole step, 0 or more", "start"),
-        ({"start": "2.5", "stop": "5"}, "start must be a whole step, 0 or more", "start"),
-        ({"start": "", "stop": "5"}, "start is needed", "start"),
-        ({"start": "0", "stop": "5", "keyframes": "1"}, "keyframes must be a whole number, 2 or more", "keyframes"),
+        ({"unit": "steps", "start": "-2", "stop": "5"}, "start must be a whole step, 0 to 10000", "start"),
+        ({"start": "2.5", "stop": "5"}, "start must be a whole step, 0 to 10000", "start"),
+        ({"start": "0", "stop": "10001"}, "stop must be a whole step, 0 to 10000", "stop"),
+        ({"start": "0", "stop": "5", "keyframes": "1"}, "keyframes must be a whole number from 2 to 100", "keyframes"),
+        ({"start": "0", "stop": "5", "keyframes": "101"}, "keyframes must be a whole number from 2 to 100", "keyframes"),
+        ({"keyframes": "", "from": "101"}, "from must lie between -100 and 100", "from"),
+        ({"from": "2", "to": "3", "curve": "hold"}, "“hold” keeps one strength", "to"),
     ]
     for fields, text, bad in cases:
         fill(editor, **fields)
@@ -163,7 +166,7 @@ def test_invalid_input_is_shown_not_stored(page, server):
         expect(editor.locator(".ld-sched-apply")).to_be_disabled()
         editor.locator(".ld-sched-stop").press("Enter")  # Enter does not store it either
         assert "schedule" not in deck.rows_of(page, node)[0]
-    fill(editor, keyframes="", start="3", stop="9")
+    fill(editor, keyframes="", start="3", stop="9", curve="", **{"from": "", "to": ""})
     expect(message).to_be_empty()
     apply(page, editor)
     assert schedules(page, node) == [{"start": 3, "stop": 9, "unit": "steps"}]

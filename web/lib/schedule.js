@@ -6,6 +6,10 @@
 import { el, floating, icon } from "./dom.js";
 
 export const CURVES = ["linear", "ease_in", "ease_out", "ease_in_out", "hold"];
+// The limits of loader/schedule.py, the grammar the backend enforces.
+const MAX_KEYFRAMES = 100;
+const MAX_STEP = 10000;
+const MAX_MULTIPLIER = 100;
 const FIELDS = ["start", "stop", "unit", "from", "to", "curve", "keyframes"];
 
 const isPlain = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -129,20 +133,21 @@ export function problems(s, touched = new Set(FIELDS)) {
   const knownUnit = s.unit === undefined || s.unit === "fraction" || steps;
   for (const name of ["start", "stop"]) {
     const x = s[name];
-    if (x === undefined || (x === null && name === "stop")) {
-      if (name === "start") say("start", "start is needed");
-    } else if (!isNumber(x)) say(name, `${name} must be a number, not “${shown(x)}”`, true);
-    else if (knownUnit && steps && (!Number.isInteger(x) || x < 0)) say(name, `${name} must be a whole step, 0 or more`);
+    if (x === undefined || (x === null && name === "stop")) continue; // start 0, stop at the end
+    if (!isNumber(x)) say(name, `${name} must be a number, not “${shown(x)}”`, true);
+    else if (knownUnit && steps && (!Number.isInteger(x) || x < 0 || x > MAX_STEP)) say(name, `${name} must be a whole step, 0 to ${MAX_STEP}`);
     else if (knownUnit && !steps && (x < 0 || x > 1)) say(name, `${name} must be between 0 and 1 (a fraction of the sampling)`);
   }
   if (isNumber(s.start) && isNumber(s.stop) && knownUnit && s.start >= s.stop) say(touched.has("stop") ? "stop" : "start",
     `start (${s.start}) must come before stop (${s.stop})`);
   for (const name of ["from", "to"]) {
     if (s[name] !== undefined && !isNumber(s[name])) say(name, `${name} must be a number, not “${shown(s[name])}”`, true);
+    else if (Math.abs(s[name]) > MAX_MULTIPLIER) say(name, `${name} must lie between -${MAX_MULTIPLIER} and ${MAX_MULTIPLIER}`);
   }
+  if (s.curve === "hold" && (s.to ?? s.from ?? 1) !== (s.from ?? 1)) say("to", "“hold” keeps one strength: to must equal from, or pick a curve");
   if (s.curve !== undefined && !CURVES.includes(s.curve)) say("curve", `curve “${shown(s.curve)}” is not one of ${CURVES.join(", ")}`, true);
   const k = s.keyframes;
-  if (k !== undefined && !(Number.isInteger(k) && k >= 2)) say("keyframes", `keyframes must be a whole number, 2 or more, not “${shown(k)}”`, !Number.isInteger(k));
+  if (k !== undefined && !(Number.isInteger(k) && k >= 2 && k <= MAX_KEYFRAMES)) say("keyframes", `keyframes must be a whole number from 2 to ${MAX_KEYFRAMES}, not “${shown(k)}”`, !Number.isInteger(k));
   return found;
 }
 
