@@ -23,6 +23,7 @@ class Applied:
     adapter: object
     coefficient: float
     shape: tuple[int, ...] | None
+    fused: bool = False  # a fused q/k/v module (to_qkv) placed where the host puts its parts (fused_targets)
 
 
 def notes(applied: list[Applied]) -> list[str]:
@@ -35,6 +36,8 @@ def notes(applied: list[Applied]) -> list[str]:
 
 
 _TEXT = {
+    "fused_qkv": "fused q/k/v modules (to_qkv, to_added_qkv) applied where the model keeps their q, k and v; "
+                 "ComfyUI core does not load them (lora key not loaded)",
     "split_qkv": "fused q/k/v modules (kohya split_qkv) applied at the scale they were trained at, alpha/r per part; "
                  "ComfyUI core applies 1/3 of it (1/4 for linear1)",
     "peft_alpha": "modules applied with the lora_alpha from the file's PEFT metadata; ComfyUI core ignores it "
@@ -56,7 +59,7 @@ _TEXT = {
 
 def _differences(item: Applied) -> list[str]:
     adapter, module = item.adapter, item.module
-    found = []
+    found = ["fused_qkv"] if item.fused else []
     if isinstance(adapter, types.LoRA):
         if adapter.split_parts > 1 and adapter.trained_scale:
             found.append("split_qkv")

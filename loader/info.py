@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from . import blocks, cache, energy, inspect, spec
+from . import block_guess, cache, energy, inspect, spec
 
 _METADATA_BASES = (
     # (pattern over ss_base_model_version / modelspec.architecture, base id); first match wins
@@ -56,7 +56,7 @@ def block_energy(path: str | os.PathLike) -> dict:
 
 
 def _block_energy(loaded: cache.LoadedLora) -> dict:
-    block_map, stand_in = blocks.guess_from_lora(loaded.adapters, loaded.layout.base)
+    block_map, stand_in = block_guess.guess_from_lora(loaded.adapters, loaded.layout.base)
     entries = [energy.KeyEnergy(stand_in[key], None, *energy.adapter_norm(adapter))
                for key, adapter in loaded.adapters.items()]
     table = energy.table(entries, spec.parse("", block_map))

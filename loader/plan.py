@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import adapter_types, core_differences, energy, files, host_keys, split_qkv
+from . import adapter_types, core_differences, energy, files, fused_targets, host_keys, split_qkv
 from .cache import LoadedLora
 from .spec import BlockWeights
 from .stack import StackEntry
@@ -133,7 +133,7 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, mod
         raise LoraApplyError(f"{entry.lora_name}: {reason} (e.g. {report.unmatched[0]!r})")
     strengths = {"model": entry.strength_model, "clip": entry.strength_clip}
     # Only the tensors this model will use are read (every matched module when a block table is reported).
-    used = [m for m, (target, _) in targets.items() if strengths[target] != 0 or entry.blocks]
+    used = [m for m, parts in targets.items() if strengths[parts[0].target] != 0 or entry.blocks]
     try:
         loaded_adapters = loaded.adapters_for(used)
     except files.FileChangedError:
@@ -144,20 +144,16 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, mod
     measured: list[energy.KeyEnergy] = []
     applied: list[core_differences.Applied] = []
     for module_key in used:
-        adapter = split_qkv.at_convention(loaded_adapters[module_key], split_qkv_scale)
-        target, key = targets[module_key]
-        model_key, offset = (key[0], key[1]) if isinstance(key, tuple) else (key, None)
-        misfit = _misfit(adapter, model.shapes[target].get(model_key), offset)
-        if misfit:  # the host would fail mid-sampling; say so now, naming the module
-            report.misfits.append(f"{module_key}: {misfit}")
-            continue
-        report.widened += _widening(module_key, adapter, model.shapes[target].get(model_key))
-        if entry.blocks:
-            measured.append(energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)))
-        mine = [c for c in _contributions(target, key, module_key, adapter, strengths[target], weights)
-                if c.coefficient != 0]
-        contributions += mine
-        applied += _applied(layout.modules[module_key], mine, model.shapes[target])
+        whole = split_qkv.at_convention(loaded_adapters[module_key], split_qkv_scale)
+        for part in targets[module_key]:
+            placed = _place(part, module_key, whole, strengths[part.target], weights, model, report,
+                            measure=bool(entry.blocks))
+            if placed is None:
+                continue
+            mine, energy_of_key = placed
+            contributions += mine
+            measured += [energy_of_key] if energy_of_key else []
+            applied += _applied(layout.modules[module_key], mine, model.shapes[part.target], part.by_parts)
     if report.misfits and not contributions:
         raise LoraApplyError(f"{entry.lora_name}: its shapes do not fit this model; is it made for another "
                              f"model? (e.g. {report.misfits[0]})")
@@ -168,13 +164,41 @@ def plan_entry(loaded: LoadedLora, entry: StackEntry, weights: BlockWeights, mod
     return report, contributions
 
 
-def _match_targets(layout, model: ModelFacts, report: LoraReport) -> dict[str, tuple[str, object]]:
-    """module key -> (target, host key) for every module the model has; the others are counted in the report."""
-    targets: dict[str, tuple[str, object]] = {}
+def _place(part: fused_targets.Part, module_key: str, whole, strength: float, weights: BlockWeights,
+           model: ModelFacts, report: LoraReport, measure: bool):
+    """(contributions, energy or None) of one module on one host key, or None for a misfit (told in the report).
+    The energy (Block View's ‖ΔW‖) is measured only when `measure`: it can cost as much as the change itself."""
+    model_key, offset = (part.key[0], part.key[1]) if isinstance(part.key, tuple) else (part.key, None)
+    shape = model.shapes[part.target].get(model_key)
+    try:
+        adapter = fused_targets.rows_of(whole, part.rows, shape, module_key) if part.rows else whole
+    except fused_targets.FusedSplitError as e:
+        report.misfits.append(str(e))
+        return None
+    misfit = _misfit(adapter, shape, offset)
+    if misfit:  # the host would fail mid-sampling; say so now, naming the module
+        report.misfits.append(f"{module_key}: {misfit}")
+        return None
+    report.widened += _widening(module_key, adapter, shape)
+    mine = [c for c in _contributions(part.target, part.key, module_key, adapter, strength, weights)
+            if c.coefficient != 0]
+    return mine, energy.KeyEnergy(model_key, offset, *energy.adapter_norm(adapter)) if measure else None
+
+
+def _match_targets(layout, model: ModelFacts, report: LoraReport) -> dict[str, list[fused_targets.Part]]:
+    """module key -> where it lands, for every module the model has; the others are counted in the report.
+
+    A module lands on one host key, or (a fused q/k/v module the host does not name) where the host puts its parts."""
+    def lookup(name: str) -> tuple[str | None, object]:
+        return host_key(name, model.unet_map, model.clip_map)
+
+    targets: dict[str, list[fused_targets.Part]] = {}
     for module_key, module in layout.modules.items():
-        target, key = host_key(module_key, model.unet_map, model.clip_map)
-        if key is not None:
-            targets[module_key] = (target, key)
+        target, key = lookup(module_key)
+        parts = [fused_targets.Part(target, key, None, by_parts=False)] if key is not None else \
+            fused_targets.place(module_key, lookup, model.shapes)
+        if parts:
+            targets[module_key] = parts
         elif module.is_text_encoder and not model.has_clip:
             report.skipped_text_encoder += 1
         else:
@@ -212,7 +236,8 @@ def _contributions(target: str, key, module_key: str, adapter, strength: float,
     return out
 
 
-def _applied(module, contributions: list[Contribution], shapes: dict) -> list[core_differences.Applied]:
+def _applied(module, contributions: list[Contribution], shapes: dict,
+             fused: bool = False) -> list[core_differences.Applied]:
     """What the report compares with ComfyUI core: each weight contribution with the shape it lands on."""
     out = []
     for c in contributions:
@@ -220,7 +245,7 @@ def _applied(module, contributions: list[Contribution], shapes: dict) -> list[co
             continue
         model_key, offset = (c.host_key[0], c.host_key[1]) if isinstance(c.host_key, tuple) else (c.host_key, None)
         shape = shapes.get(model_key)
-        out.append(core_differences.Applied(module, c.adapter, c.coefficient, _sliced(shape, offset)))
+        out.append(core_differences.Applied(module, c.adapter, c.coefficient, _sliced(shape, offset), fused))
     return out
 
 

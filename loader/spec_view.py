@@ -2,7 +2,7 @@
 
 The editor has no live model, so it reads a spec against a stand-in block map: an architecture's block
 structure (`LAYOUTS`: SD1/SD2 and SDXL UNets, Flux's double and single blocks) or the blocks named in the
-row's LoRA (`blocks.guess_from_lora`, as the info panel's block energy). Both are `BlockMap`s built by
+row's LoRA (`block_guess.guess_from_lora`, as the info panel's block energy). Both are `BlockMap`s built by
 `BlockMap.from_keys`, the constructor the patching code uses on the live model, with the host's text-encoder
 names (`clip_l`, `clip_g`, `t5xxl`), so ids, aliases and vector layouts are the ones a run sees. Element names
 cannot be checked without the model's weights: the run checks them.
@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import blocks, cache, info, presets, spec
+from . import block_guess, blocks, cache, info, presets, spec
 from .blocks import EMB, FINAL, BlockMap
 
 SLIDER_RANGE = (-1.0, 2.0)
@@ -32,7 +32,10 @@ class Layout:
     chains: tuple[tuple[str, int], ...] = ()
 
     def block_map(self) -> BlockMap:
-        keys = blocks.unet_skeleton(self.unet_levels) if self.unet_levels else blocks.chain_skeleton(self.chains)
+        if self.unet_levels:
+            keys = block_guess.unet_skeleton(self.unet_levels)
+        else:
+            keys = block_guess.chain_skeleton(self.chains)
         return BlockMap.from_keys(self.label, keys, [f"{te}.x.weight" for te in self.text_encoders])
 
 
@@ -63,7 +66,7 @@ UNET_FAMILIES = ("sd1", "sdxl", "unet")
 
 def lora_block_map(module_keys: Iterable[str], base: str | None) -> BlockMap:
     """The blocks a LoRA's own module names tell (chains as long as the LoRA's highest block)."""
-    block_map, _ = blocks.guess_from_lora(list(module_keys), base)
+    block_map, _ = block_guess.guess_from_lora(list(module_keys), base)
     return block_map
 
 

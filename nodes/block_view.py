@@ -11,7 +11,7 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..loader import blocks, cache, energy, heatmap, plan, spec
+from ..loader import block_guess, cache, energy, heatmap, plan, spec
 from . import folders, patching, schema
 
 
@@ -63,7 +63,7 @@ def _entries(loaded, model, clip):
     notes: list[str] = []
     entries: list[energy.KeyEnergy] = []
     if model is None:
-        block_map, stand_in = blocks.guess_from_lora(loaded.adapters, loaded.layout.base)
+        block_map, stand_in = block_guess.guess_from_lora(loaded.adapters, loaded.layout.base)
         notes.append("no model connected: blocks read from the LoRA's module names")
         for module_key, adapter in loaded.adapters.items():
             kind, norm, dora = energy.adapter_norm(adapter)

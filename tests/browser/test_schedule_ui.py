@@ -141,6 +141,9 @@ def test_editing_start_and_stop_stores_the_value(page, server, docs_dir):
                                         "keyframes": 5}
 
 
+KEYFRAMES_RANGE = "keyframes must be a whole number from 2 to 100"  # loader/schedule.py's limits
+
+
 def test_invalid_input_is_shown_not_stored(page, server):
     node, widget = stack(page, [dict(PLAIN)])
     editor = open_editor(page, widget, 0)
@@ -154,8 +157,8 @@ def test_invalid_input_is_shown_not_stored(page, server):
         ({"unit": "steps", "start": "-2", "stop": "5"}, "start must be a whole step, 0 to 10000", "start"),
         ({"start": "2.5", "stop": "5"}, "start must be a whole step, 0 to 10000", "start"),
         ({"start": "0", "stop": "10001"}, "stop must be a whole step, 0 to 10000", "stop"),
-        ({"start": "0", "stop": "5", "keyframes": "1"}, "keyframes must be a whole number from 2 to 100", "keyframes"),
-        ({"start": "0", "stop": "5", "keyframes": "101"}, "keyframes must be a whole number from 2 to 100", "keyframes"),
+        ({"start": "0", "stop": "5", "keyframes": "1"}, KEYFRAMES_RANGE, "keyframes"),
+        ({"start": "0", "stop": "5", "keyframes": "101"}, KEYFRAMES_RANGE, "keyframes"),
         ({"keyframes": "", "from": "101"}, "from must lie between -100 and 100", "from"),
         ({"from": "2", "to": "3", "curve": "hold"}, "“hold” keeps one strength", "to"),
     ]

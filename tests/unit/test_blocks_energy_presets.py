@@ -10,7 +10,7 @@ import keysets
 import pytest
 import torch
 
-from loader import blocks, energy, heatmap, presets, spec
+from loader import block_guess, blocks, energy, heatmap, presets, spec
 from loader.blocks import BlockMap
 
 
@@ -81,7 +81,7 @@ def test_unknown_chain_gets_initials_and_an_embedding_is_not_a_chain():
     (["diffusion_model.blocks.29.ffn.0", "diffusion_model.blocks.0.self_attn.q"], {"B29", "B00"}),
 ])
 def test_guess_from_lora_names(keys, expected):
-    bm, stand_in = blocks.guess_from_lora(keys)
+    bm, stand_in = block_guess.guess_from_lora(keys)
     assert {bm.block_of(stand_in[k]) for k in keys} == expected
     spec.parse("", bm)  # a usable map
 

@@ -81,7 +81,7 @@ def test_offered_presets_read_on_their_layout(layout):
 
 
 def test_editor_answer_picks_the_layout_of_the_loras_base():
-    sd3, _ = spec_view.blocks.guess_from_lora([f"lora_unet_joint_blocks_{i}_x_block_attn_qkv" for i in (0, 5, 11)],
+    sd3, _ = spec_view.block_guess.guess_from_lora([f"lora_unet_joint_blocks_{i}_x_block_attn_qkv" for i in (0, 5, 11)],
                                               "sd3")
     answer = spec_view.editor_answer("J05=0", None, ("sd3", sd3), {})
     assert answer["layout"] == "lora" and answer["kind"] == "chains"
