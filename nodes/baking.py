@@ -17,7 +17,7 @@ import comfy.utils
 import folder_paths
 
 from ..loader import atomic, bake, hashes, names, safetensors_out, stack
-from . import folders, patching
+from . import folders, hooks, patching
 
 SUFFIX = ".safetensors"
 # modelspec.architecture and ss_base_model_version of the host's model classes (others: the class name).
@@ -84,7 +84,9 @@ def bake_stack(model, clip, lora_stack, filename: str, rank: int, overwrite: boo
     except atomic.FileExistsRefused as e:
         raise BakeError(str(e)) from None
     folder_paths.filename_list_cache.pop("loras", None)  # the new file appears in pickers at once
-    return report(name, entries, rank, results, unnamed, patching.block_map_of(model, clip)), name
+    text = report(name, entries, rank, results, unnamed, patching.block_map_of(model, clip))
+    return text + hooks.ignored_schedules(entries, "schedules not baked, the file applies these LoRAs on every "
+                                                   "step"), name
 
 
 def _jobs(patcher, patched, key_map: dict, prefix: str) -> list[tuple[str, str, object, list]]:

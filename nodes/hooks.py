@@ -155,6 +155,12 @@ def _count_keys(planned: patching.PlannedStack, accepted: dict | None = None) ->
         report.clip_keys = len(keys["clip"] & accepted["clip"]) if accepted else len(keys["clip"])
 
 
+def ignored_schedules(entries: list[StackEntry], heading: str) -> str:
+    """For a node that applies every row on every step: its scheduled rows named under `heading`, or ""."""
+    scheduled = describe(entries)
+    return f"\n{heading}:\n{scheduled}" if scheduled else ""
+
+
 def describe(entries: list[StackEntry]) -> str:
     """One line per scheduled entry, for the nodes' reports."""
     lines = [f"{entry.lora_name}: {entry.schedule.describe()}" for entry in entries

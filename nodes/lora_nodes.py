@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..loader import split_qkv, stack
-from . import folders, patching, schema, triggers
+from . import folders, hooks, patching, schema, triggers
 
 LORA_STACK = io.Custom("LORA_STACK")
 LORADECK_ROWS = io.Custom("LORADECK_ROWS")
@@ -143,7 +143,13 @@ class LoraDeckApply(io.ComfyNode):
         entries = stack.entries_from_stack(lora_stack)
         new_model, new_clip, reports = patching.apply_stack(model, clip, entries, skip_unloadable=skip_unloadable,
                                                             split_qkv_scale=split_qkv_scale)
-        return io.NodeOutput(new_model, new_clip, patching.report_text(reports), ui=_ui(reports))
+        return io.NodeOutput(new_model, new_clip, patching.report_text(reports) + _unscheduled_note(entries),
+                             ui=_ui(reports))
+
+
+def _unscheduled_note(entries: list[stack.StackEntry]) -> str:
+    return hooks.ignored_schedules(entries, "schedules not applied by this node, these LoRAs act on every step "
+                                            "(LoRA Deck Apply Scheduled Stack applies them)")
 
 
 NODES = [LoraDeckLoader, LoraDeckStack, LoraDeckApply]

@@ -281,3 +281,54 @@ def test_hooks_carry_the_plain_fused_patches(files):
         assert torch.equal(hooked.calculate_weight(zero.clone(), key, 1.0, 1.0, None, None),
                            patch.calculate_weight(zero.clone(), key, 1.0, 1.0, None, None))
     assert set(hook.weights) == set(apply.patches)
+
+
+def test_lora_deck_apply_and_bake_name_the_schedules_they_do_not_apply(files):
+    """LoraDeckApply and LoraDeckBake apply every row for the whole sampling; a scheduled row is said so."""
+    rows = [{"on": True, "lora": A, "strength": 0.9}, {"on": True, "lora": B, "strength": 0.5,
+                                                       "schedule": {"start": 0.6}}]
+    node = nodes.NODE_CLASS_MAPPINGS["LoraDeckApply"]
+    report = node.execute(model=fresh(), lora_stack=stack(rows)).args[2]
+    assert "schedules not applied by this node, these LoRAs act on every step" in report
+    assert f"{B}: 60…100 %" in report and f"{A}: " not in report.split("schedules not applied")[1]
+    plain = node.execute(model=fresh(), lora_stack=stack(rows[:1])).args[2]
+    assert "schedule" not in plain
+    baked = nodes.NODE_CLASS_MAPPINGS["LoraDeckBake"].execute(model=fresh(), lora_stack=stack(rows),
+                                                               filename="sched_baked", rank=4).args[0]
+    assert f"schedules not baked, the file applies these LoRAs on every step:\n{B}: 60…100 %" in baked
+
+
+C = "sched_clip.safetensors"
+
+
+@pytest.fixture(scope="module")
+def clip_file(files):
+    unet = producers.attach_lora(producers.diffusers_sd15_unet(), ["to_q", "to_v"], rank=4, alpha=8, seed=62)
+    text = producers.attach_lora(producers.transformers_clip_text(), producers.TEXT_TARGETS, rank=4, alpha=8,
+                                 seed=63, init_scale=0.4)
+    producers.save_kohya_sd15(str(files / C), unet, text)
+    return C
+
+
+def hooked_encode(hooks, text="a photo of a cat"):
+    """SetClipHooks (apply to conds, no clip schedule) then CLIPTextEncode, as a core workflow wires them."""
+    clip = hosting.mini_clip_sd1(seed=1)
+    (clip,) = nodes_hooks.SetClipHooks().apply_hooks(clip, schedule_clip=False, apply_to_conds=True, hooks=hooks)
+    (conditioning,) = nodes.NODE_CLASS_MAPPINGS["CLIPTextEncode"]().encode(clip, text)
+    return conditioning
+
+
+def test_clip_hooks_equal_core_create_hook_lora(clip_file):
+    """LoraDeckHooks with a clip strength, through SetClipHooks: the text encoder's output equals the same LoRA
+    from core's CreateHookLora, and the conditioning carries the hooks for the model's passes."""
+    rows = [{"on": True, "lora": clip_file, "strength": 0.7, "clip_strength": -0.6}]
+    hooks, _ = nodes.NODE_CLASS_MAPPINGS["LoraDeckHooks"].execute(
+        model=fresh(), lora_stack=stack(rows), clip=hosting.mini_clip_sd1(seed=1)).args
+    (core,) = nodes_hooks.CreateHookLora().create_hook(clip_file, 0.7, -0.6)
+    ours, reference = hooked_encode(hooks), hooked_encode(core)
+    plain = nodes.NODE_CLASS_MAPPINGS["CLIPTextEncode"]().encode(hosting.mini_clip_sd1(seed=1), "a photo of a cat")[0]
+    for key in (0, "pooled_output"):
+        o, r, p = [(c[0][0] if key == 0 else c[0][1][key]) for c in (ours, reference, plain)]
+        assert ((o - r).norm() / r.norm()).item() <= TOLERANCE, key
+        assert ((o - p).norm() / p.norm()).item() > 1e-3, key  # the LoRA changed the text encoder
+    assert "hooks" in ours[0][1]
