@@ -43,9 +43,9 @@ from aiohttp import web
 from ..loader import hashes, names, presets, previews, prompt_tags, spec_view, trigger_words
 from ..loader.files import LoraFileError, file_identity
 from ..loader.info import block_energy, lora_facts
-from ..loader.spec import MAX_SPEC_CHARS
 from ..loader.versions import FileVersion
 from . import block_presets, folders, triggers
+from .route_requests import Refused, error_response, json_object, spec_request, vanished_is_404
 
 PREFIX = "/loradeck"
 MAX_NAME_CHARS = 1024
@@ -73,12 +73,6 @@ class LoraFolders:
 
     def alias_of(self, name: str) -> str | None:
         return folders.alias_of(name)  # A1111's alias of a LoRA (ss_output_name), as the prompt node reads it
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class LoraRoutes:
@@ -112,22 +106,22 @@ class LoraRoutes:
         routes.post(f"{PREFIX}/prompt_tags")(self.prompt_tags)
 
     def resolve(self, raw: str | None) -> tuple[str, str]:
-        """(portable name, full path) of a name from the browser, or _Refused."""
+        """(portable name, full path) of a name from the browser, or Refused."""
         if not raw:
-            raise _Refused(400, "give the LoRA as ?name=<path inside your loras folders>")
+            raise Refused(400, "give the LoRA as ?name=<path inside your loras folders>")
         if len(raw) > MAX_NAME_CHARS:
-            raise _Refused(400, "that name is too long")
+            raise Refused(400, "that name is too long")
         try:
             name = names.normalise(raw)
         except names.LoraNameError as e:
-            raise _Refused(400, str(e)) from None
+            raise Refused(400, str(e)) from None
         listed = set(self.folders.names())
         if name not in listed:
-            raise _Refused(404, f"{name!r} is not a LoRA in your loras folders")
+            raise Refused(404, f"{name!r} is not a LoRA in your loras folders")
         try:
             return name, names.resolve(name, self.folders.roots(), [])
         except names.LoraNameError as e:
-            raise _Refused(404, str(e)) from None
+            raise Refused(404, str(e)) from None
 
     async def list(self, request: web.Request) -> web.Response:
         return web.json_response({"loras": await asyncio.to_thread(self._listing)})
@@ -156,9 +150,9 @@ class LoraRoutes:
     async def info(self, request: web.Request) -> web.Response:
         try:
             name, path = await self._resolved(request.query.get("name"))
-            facts = await asyncio.to_thread(_vanished_is_404, lora_facts, path)
-        except _Refused as e:
-            return _error(e.status, str(e))
+            facts = await asyncio.to_thread(vanished_is_404, lora_facts, path)
+        except Refused as e:
+            return error_response(e.status, str(e))
         except (LoraFileError, OSError, ValueError) as e:
             return web.json_response({"name": name, "error": str(e)})
         sha = await asyncio.to_thread(self.cache.known, path)
@@ -169,11 +163,11 @@ class LoraRoutes:
     async def energy(self, request: web.Request) -> web.Response:
         try:
             name, path = await self._resolved(request.query.get("name"))
-            identity = await asyncio.to_thread(_vanished_is_404, file_identity, path)
+            identity = await asyncio.to_thread(vanished_is_404, file_identity, path)
             if identity not in self._energy:
-                self._energy[identity] = await asyncio.to_thread(_vanished_is_404, block_energy, path)
-        except _Refused as e:
-            return _error(e.status, str(e))
+                self._energy[identity] = await asyncio.to_thread(vanished_is_404, block_energy, path)
+        except Refused as e:
+            return error_response(e.status, str(e))
         except (LoraFileError, OSError, ValueError) as e:
             return web.json_response({"name": name, "error": str(e)})
         while len(self._energy) > ENERGY_CACHE_SIZE:
@@ -184,11 +178,11 @@ class LoraRoutes:
         """The LoRA's preview image from a sidecar beside it (loader/previews.py), or 404."""
         try:
             name, path = await self._resolved(request.query.get("name"))
-        except _Refused as e:
-            return _error(e.status, str(e))
+        except Refused as e:
+            return error_response(e.status, str(e))
         image = await asyncio.to_thread(previews.preview_of, path)
         if image is None:
-            return _error(404, f"{name!r} has no preview image beside it")
+            return error_response(404, f"{name!r} has no preview image beside it")
         return web.FileResponse(image, headers={"Content-Type": previews.content_type(image),
                                                 "Cache-Control": "no-cache"})
 
@@ -199,20 +193,20 @@ class LoraRoutes:
         try:
             name, path = await self._resolved(request.query.get("name"))
             sha = await self._hash(path)
-            size = _vanished_is_404(os.path.getsize, path)
-        except _Refused as e:
-            return _error(e.status, str(e))
+            size = vanished_is_404(os.path.getsize, path)
+        except Refused as e:
+            return error_response(e.status, str(e))
         except (LoraFileError, OSError) as e:  # unreadable, or changed on disk while it was hashed
-            return _error(409, str(e))
+            return error_response(409, str(e))
         return web.json_response({"name": name, "sha256": sha, "autov2": hashes.autov2(sha), "size": size})
 
     async def find(self, request: web.Request) -> web.Response:
         wanted = (request.query.get("sha256") or "").strip()
         if not _HEX.match(wanted):
-            return _error(400, "give ?sha256= as 64 hex digits (or the 10-digit AutoV2 short hash)")
+            return error_response(400, "give ?sha256= as 64 hex digits (or the 10-digit AutoV2 short hash)")
         size = (request.query.get("size") or "").strip()
         if size and not size.isdigit():
-            return _error(400, "give &size= as the file's size in bytes (digits only), or leave it out")
+            return error_response(400, "give &size= as the file's size in bytes (digits only), or leave it out")
         wanted = wanted.lower()
         known = await asyncio.to_thread(self._candidates, int(size) if size else None)
         # Files hashed before answer from the cache; only when none matches are the others read.
@@ -224,7 +218,7 @@ class LoraRoutes:
                 try:
                     if (await self._hash(path)).startswith(wanted):
                         matches.append(name)
-                except (_Refused, LoraFileError, OSError):  # gone, unreadable or rewritten since it was listed
+                except (Refused, LoraFileError, OSError):  # gone, unreadable or rewritten since it was listed
                     continue
         return web.json_response({"sha256": wanted, "matches": matches})
 
@@ -242,17 +236,17 @@ class LoraRoutes:
 
     async def spec(self, request: web.Request) -> web.Response:
         try:
-            text, layout, lora = _spec_request(await _json_object(request))
+            text, layout, lora = spec_request(await json_object(request))
             path = (await self._resolved(lora))[1] if lora is not None else None
             own = await self._lora_blocks(path) if path else None
-        except _Refused as e:
-            return _error(e.status, str(e))
+        except Refused as e:
+            return error_response(e.status, str(e))
         except (LoraFileError, OSError, ValueError) as e:
             if layout == spec_view.LORA_LAYOUT:
-                return _error(422, f"the LoRA's blocks cannot be read: {e}")
+                return error_response(422, f"the LoRA's blocks cannot be read: {e}")
             own = None  # a named layout needs nothing from the file
         if layout == spec_view.LORA_LAYOUT and own is None:
-            return _error(400, 'layout "lora" reads the blocks of a LoRA: give its name as "lora"')
+            return error_response(400, 'layout "lora" reads the blocks of a LoRA: give its name as "lora"')
         answer = await asyncio.to_thread(spec_view.editor_answer, text, layout, own, block_presets.user_presets())
         return web.json_response(answer)
 
@@ -262,37 +256,37 @@ class LoraRoutes:
     async def trigger_words(self, request: web.Request) -> web.Response:
         try:
             name, path = await self._resolved(request.query.get("name"))
-            found = await asyncio.to_thread(_vanished_is_404, lambda p: triggers.for_file(
+            found = await asyncio.to_thread(vanished_is_404, lambda p: triggers.for_file(
                 p, name, trigger_words.load_pinned(self._trigger_store())), path)
-        except _Refused as e:
-            return _error(e.status, str(e))
+        except Refused as e:
+            return error_response(e.status, str(e))
         return web.json_response({"name": name, "words": found.words, "sources": found.sources,
                                   "notes": found.notes, "pinned": found.sources.get("pinned", [])})
 
     async def pin_trigger_words(self, request: web.Request) -> web.Response:
         try:
-            body = await _json_object(request, '{"name": LoRA name, "words": [text, …]}')
+            body = await json_object(request, '{"name": LoRA name, "words": [text, …]}')
             words = body.get("words")
             if (not isinstance(words, list) or len(words) > MAX_PINNED_WORDS
                     or not all(isinstance(w, str) and len(w) <= trigger_words.MAX_WORD_CHARS for w in words)):
-                raise _Refused(400, f'"words" is a list of at most {MAX_PINNED_WORDS} texts of at most '
+                raise Refused(400, f'"words" is a list of at most {MAX_PINNED_WORDS} texts of at most '
                                     f"{trigger_words.MAX_WORD_CHARS} characters")
             name, _ = await self._resolved(body.get("name") if isinstance(body.get("name"), str) else None)
             pinned = await asyncio.to_thread(self._pin, name, words)
-        except _Refused as e:
-            return _error(e.status, str(e))
+        except Refused as e:
+            return error_response(e.status, str(e))
         except (OSError, ValueError) as e:
-            return _error(409, f"the pinned words were not saved: {e}")
+            return error_response(409, f"the pinned words were not saved: {e}")
         return web.json_response({"name": name, "pinned": pinned.get(name, [])})
 
     async def prompt_tags(self, request: web.Request) -> web.Response:
         try:
-            body = await _json_object(request, '{"text": prompt text}')
+            body = await json_object(request, '{"text": prompt text}')
             text = body.get("text")
             if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
-                raise _Refused(400, f'"text" is the prompt, a text of at most {MAX_PROMPT_CHARS} characters')
-        except _Refused as e:
-            return _error(e.status, str(e))
+                raise Refused(400, f'"text" is the prompt, a text of at most {MAX_PROMPT_CHARS} characters')
+        except Refused as e:
+            return error_response(e.status, str(e))
         return web.json_response(await asyncio.to_thread(self._read_tags, text))
 
     def _read_tags(self, text: str) -> dict:
@@ -320,9 +314,9 @@ class LoraRoutes:
 
     async def _lora_blocks(self, path: str):
         """(base, block map) from the LoRA's module names, read off the loop once per file version."""
-        identity = await asyncio.to_thread(_vanished_is_404, file_identity, path)
+        identity = await asyncio.to_thread(vanished_is_404, file_identity, path)
         if identity not in self._lora_maps:
-            self._lora_maps[identity] = await asyncio.to_thread(_vanished_is_404, spec_view.lora_blocks, path)
+            self._lora_maps[identity] = await asyncio.to_thread(vanished_is_404, spec_view.lora_blocks, path)
             while len(self._lora_maps) > ENERGY_CACHE_SIZE:
                 self._lora_maps.pop(next(iter(self._lora_maps)))
         return self._lora_maps[identity]
@@ -338,52 +332,10 @@ class LoraRoutes:
         real = os.path.realpath(path)
         pending = self._inflight.get(real)
         if pending is None:  # one read per file, however many requests ask at once
-            pending = asyncio.ensure_future(asyncio.to_thread(_vanished_is_404, self.cache.get, path))
+            pending = asyncio.ensure_future(asyncio.to_thread(vanished_is_404, self.cache.get, path))
             self._inflight[real] = pending
             pending.add_done_callback(lambda _: self._inflight.pop(real, None))
         return await asyncio.shield(pending)
-
-
-def _vanished_is_404(function, path: str):
-    """function(path), with a file that is gone (deleted or moved since it was listed) refused as 404."""
-    try:
-        return function(path)
-    except (OSError, ValueError):  # LoraFileError too: its reader says "does not exist"
-        if os.path.exists(path):
-            raise
-        raise _Refused(404, f"{os.path.basename(path)!r} is no longer in your loras folders (moved or deleted "
-                            "since it was listed)") from None
-
-
-async def _json_object(request: web.Request,
-                       shape: str = '{"spec": text, "layout": name, "lora": name}') -> dict:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        raise _Refused(400, f"send a JSON object: {shape}")
-    return body
-
-
-def _spec_request(body: dict) -> tuple[str, str | None, str | None]:
-    text, layout, lora = body.get("spec", ""), body.get("layout"), body.get("lora")
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise _Refused(400, f'"spec" is the block-weight text, got {type(text).__name__}')
-    if len(text) > 2 * MAX_SPEC_CHARS:
-        raise _Refused(400, f"the spec has {len(text)} characters; the limit is {MAX_SPEC_CHARS}")
-    choices = [*spec_view.LAYOUTS, spec_view.LORA_LAYOUT]
-    if layout is not None and layout not in choices:
-        raise _Refused(400, f'"layout" is one of {", ".join(choices)}, got {str(layout)[:40]!r}')
-    if lora is not None and not isinstance(lora, str):
-        raise _Refused(400, f'"lora" is a LoRA name, got {type(lora).__name__}')
-    return text, layout, lora or None
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 _registered = False
