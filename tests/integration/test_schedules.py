@@ -193,6 +193,24 @@ def test_step_schedule_means_a1111_steps(files):
     assert worst_step_error(ours, denoised(fresh(), *core_on_both(hooks, positive, negative))) <= TOLERANCE
 
 
+def test_prompt_tag_steps_equal_the_row_and_core_hook_nodes(files):
+    """<lora:sched_a:0.9:start=3:stop=6> from LoRA Deck Prompt, through Apply Scheduled: the same per-step
+    outputs as the row {start: 3, stop: 6, unit: steps} and as core hook nodes keyed at those steps."""
+    positive, negative = conds()
+    prompt = nodes.NODE_CLASS_MAPPINGS["LoraDeckPrompt"].execute(text="<lora:sched_a:0.9:start=3:stop=6> cat")
+    node = nodes.NODE_CLASS_MAPPINGS["LoraDeckApplyScheduled"]
+    out = node.execute(model=fresh(), lora_stack=prompt.args[1], positive=positive, negative=negative).args
+    from_tag = denoised(out[0], out[2], out[3])
+    rows = [{"on": True, "lora": A, "strength": 0.9, "schedule": {"start": 3, "stop": 6, "unit": "steps"}}]
+    from_row = denoised(*deck_scheduled(fresh(), rows, positive, negative)[:3])
+    assert worst_step_error(from_tag, from_row) == 0.0
+    sigmas = step_sigmas(fresh())
+    on, off = (percent_between(fresh(), sigmas[i - 1], sigmas[i]) for i in (2, 5))
+    hooks = core_hook(A, 0.9, core_keyframe(0.0, off, core_keyframe(1.0, on, core_keyframe(0.0, 0.0))))
+    assert worst_step_error(from_tag, denoised(fresh(), *core_on_both(hooks, positive, negative))) <= TOLERANCE
+    assert step_gap(from_tag, denoised(fresh(), positive, negative))[2] > 1e-3
+
+
 def test_step_schedule_follows_the_step_count(files):
     """The same row on 5 steps: steps 3, 4, 5 (to the end); resolved against that run's own sigmas."""
     positive, negative = conds()
