@@ -264,8 +264,8 @@ class Ours:
 
     def patched(self, names, strengths):
         rows = [{"lora": n, "strength": s, "clip_strength": 0.0} for n, s in zip(names, strengths, strict=True)]
-        (stack,) = self.stack_node.execute(rows=rows).args
-        model, _, _ = self.apply_node.execute(model=self.base, lora_stack=stack).args
+        stack = self.stack_node.execute(rows=rows).args[0]  # outputs are only appended: take by position
+        model = self.apply_node.execute(model=self.base, lora_stack=stack).args[0]
         return model
 
 

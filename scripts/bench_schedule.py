@@ -103,8 +103,9 @@ def main(argv=None) -> None:
     set_props = nodes_hooks.ConditioningSetProperties()
 
     def ours():
-        model, _, pos, neg, _ = scheduled.execute(model=base, lora_stack=stack_node.execute(rows=rows).args[0],
-                                                  positive=positive, negative=negative).args
+        out = scheduled.execute(model=base, lora_stack=stack_node.execute(rows=rows).args[0],
+                                positive=positive, negative=negative).args
+        model, pos, neg = out[0], out[2], out[3]  # by position: outputs are only appended
         return sample_seconds(model, pos, neg, args.steps, args.latent, args.device)
 
     def core():
