@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench
+import bench_models as bench
 
 COUNT = 8
 STRENGTHS = bench.STRENGTHS[:COUNT]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench
+import bench_models as bench
 
 COUNT = 4
 STRENGTHS = [0.9, -0.6, 0.75, 0.5]

@@ -7,7 +7,7 @@
 # pure-Python imports this machine may lack, the wheels in .whl/ (`make gpu-wheels` fetches them). Wheels
 # are unpacked into a private folder on PYTHONPATH, only for modules that do not import already; nothing
 # is installed into the machine's Python. Host imports the benchmark never exercises (tokenizers,
-# image/video I/O, samplers) are stood in for by scripts/bench.py itself. No downloads.
+# image/video I/O, samplers) are stood in for by scripts/bench_models.py. No downloads.
 # Prints the markdown tables and writes them to $OUT/gpu_benchmarks.md (OUT defaults to /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,21 +6,26 @@ the benchmark also prints); tolerance ‖ours − host‖/‖host change‖ ≤ 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import hosting
 import producers
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("loradeck_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPTS))  # bench.py imports its sibling modules, as when run as a script
+    try:
+        spec = importlib.util.spec_from_file_location("loradeck_bench", SCRIPTS / "bench.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
     return module
 
 
